@@ -1,0 +1,482 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using AiStream.Gateway.Diagnostics;
+using AiStream.Gateway.Providers;
+using AiStream.Gateway.Resilience;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Options;
+using Polly.CircuitBreaker;
+
+namespace AiStream.Gateway.Completions;
+
+/// <summary>
+/// Serves <c>/v1/chat/completions</c>. Before the first token it may retry, fall back along the model's
+/// <c>Fallbacks</c> and send heartbeats; once a chunk has reached the client it only relays, and a failure ends the
+/// stream with an explicit error event and <c>[DONE]</c>.
+/// </summary>
+internal sealed partial class CompletionProxy(
+    ModelCatalog catalog,
+    ChatClientFactory clients,
+    UpstreamResilience resilience,
+    IHttpClientFactory httpClients,
+    TokenCounter tokens,
+    AiStreamMetrics metrics,
+    IOptions<CompletionsOptions> options,
+    TimeProvider time,
+    ILogger<CompletionProxy> logger)
+{
+    /// <summary>Name of the <see cref="HttpClient"/> used for upstream calls.</summary>
+    public const string HttpClientName = "aistream-upstream";
+
+    private readonly CompletionsOptions _options = options.Value;
+
+    public async Task<IResult> HandleAsync(HttpContext context)
+    {
+        var cancellationToken = context.RequestAborted;
+        var request = context.Request;
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
+        {
+            size.MaxRequestBodySize = _options.MaxRequestBodyBytes;
+        }
+
+        if (request.ContentLength > _options.MaxRequestBodyBytes)
+        {
+            return TooLarge();
+        }
+
+        JsonNode? node;
+        try
+        {
+            node = await JsonNode.ParseAsync(request.Body, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (JsonException ex)
+        {
+            return ApiError.BadRequest($"The request body is not valid JSON: {ex.Message}", code: "invalid_json").ToResult();
+        }
+        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            return TooLarge();
+        }
+
+        var parsed = CompletionRequest.Parse(node, catalog.DefaultModel, out var error);
+        if (parsed is null)
+        {
+            return error!.ToResult();
+        }
+
+        if (!catalog.TryResolve(parsed.Model, out var route))
+        {
+            return ApiError.ModelNotFound(parsed.Model).ToResult();
+        }
+
+        var candidates = catalog.Candidates(route);
+        return parsed.Stream
+            ? await StreamAsync(context, parsed, candidates, cancellationToken).ConfigureAwait(false)
+            : await CompleteAsync(context, parsed, candidates, cancellationToken).ConfigureAwait(false);
+    }
+
+    private IResult TooLarge() => new ApiError(StatusCodes.Status413PayloadTooLarge,
+        $"The request body is larger than {_options.MaxRequestBodyBytes} bytes.", "invalid_request_error", "request_too_large").ToResult();
+
+    private async Task<IResult> StreamAsync(HttpContext context, CompletionRequest request, IReadOnlyList<ModelRoute> candidates, CancellationToken cancellationToken)
+    {
+        var response = context.Response;
+        var writer = response.BodyWriter;
+        var startedAt = time.GetTimestamp();
+        var headersSent = false;
+        var openTask = OpenStreamAsync(request, candidates, cancellationToken);
+        UpstreamStream stream;
+        ModelRoute route;
+        try
+        {
+            var wait = TimeSpan.FromSeconds(_options.HeartbeatDelaySeconds);
+            while (!openTask.IsCompleted)
+            {
+                try
+                {
+                    await openTask.WaitAsync(wait, time, cancellationToken).ConfigureAwait(false);
+                }
+                catch (TimeoutException)
+                {
+                    // Still waiting for a first token: commit to a 200 and keep idle-limited proxies from cutting us off.
+                    if (!headersSent)
+                    {
+                        StartEventStream(context, null);
+                        headersSent = true;
+                    }
+
+                    SseWriter.WriteHeartbeat(writer);
+                    await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    wait = TimeSpan.FromSeconds(_options.HeartbeatIntervalSeconds);
+                }
+            }
+
+            (stream, route) = await openTask.ConfigureAwait(false);
+        }
+        catch (UpstreamException ex)
+        {
+            metrics.RecordCompletion(request.Model, "upstream_error");
+            if (!headersSent)
+            {
+                return FailureResult(ex);
+            }
+
+            await WriteStreamErrorAsync(writer, ex).ConfigureAwait(false);
+            return Results.Empty;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            Log.ClientLeftBeforeFirstToken(logger, request.Model);
+            metrics.RecordCompletion(request.Model, "client_cancelled");
+            _ = openTask.ContinueWith(static t => t.Result.Stream.DisposeAsync().AsTask(), CancellationToken.None,
+                TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            return Results.Empty;
+        }
+
+        await using (stream.ConfigureAwait(false))
+        {
+            using var tally = new UsageTally();
+            if (!headersSent)
+            {
+                StartEventStream(context, route);
+            }
+
+            var outcome = "completed";
+            var first = true;
+            try
+            {
+                while (await stream.ReadAsync(route.IdleTimeout).ConfigureAwait(false))
+                {
+                    var payload = stream.Current.Span;
+                    var flags = tally.Inspect(payload);
+                    if (!request.ClientWantsUsage && (flags & (ChunkFlags.HasUsage | ChunkFlags.EmptyChoices)) == (ChunkFlags.HasUsage | ChunkFlags.EmptyChoices))
+                    {
+                        continue; // the usage chunk exists only because the gateway asked for it
+                    }
+
+                    SseWriter.WriteData(writer, payload);
+                    await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+                    if (first)
+                    {
+                        first = false;
+                        metrics.RecordTimeToFirstToken(route.Name, time.GetElapsedTime(startedAt));
+                    }
+
+                    cancellationToken.ThrowIfCancellationRequested();
+                }
+
+                if (!stream.SawDone && !tally.SawFinish && !tally.SawError)
+                {
+                    throw new UpstreamException(UpstreamFailureKind.Truncated, "The upstream stream ended before the answer was complete.");
+                }
+
+                if (tally.SawError)
+                {
+                    outcome = "upstream_error";
+                }
+
+                SseWriter.WriteDone(writer);
+                await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (UpstreamException ex)
+            {
+                outcome = "upstream_error";
+                metrics.RecordUpstreamFailure(route.ProviderName, ex.Code);
+                Log.MidStreamFailure(logger, route.Name, ex.Code, ex.Message);
+                await WriteStreamErrorAsync(writer, ex).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                outcome = "client_cancelled";
+                Log.ClientLeftMidStream(logger, route.Name);
+            }
+            finally
+            {
+                RecordUsage(request, route, tally);
+                metrics.RecordCompletion(route.Name, outcome);
+            }
+        }
+
+        return Results.Empty;
+    }
+
+    private static void StartEventStream(HttpContext context, ModelRoute? route)
+    {
+        var response = context.Response;
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = "text/event-stream; charset=utf-8";
+        response.Headers.CacheControl = "no-cache";
+        response.Headers["X-Accel-Buffering"] = "no";
+        if (route is not null)
+        {
+            response.Headers["X-AiStream-Model"] = route.Name;
+            response.Headers["X-AiStream-Provider"] = route.ProviderName;
+        }
+
+        context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+    }
+
+    private static async Task WriteStreamErrorAsync(System.IO.Pipelines.PipeWriter writer, UpstreamException ex)
+    {
+        var body = new StreamErrorBody(new OpenAIErrorObject(ex.Message, "upstream_error", null, ex.Code));
+        SseWriter.WriteData(writer, JsonSerializer.SerializeToUtf8Bytes(body, CompletionsJsonContext.Default.StreamErrorBody));
+        SseWriter.WriteDone(writer);
+        try
+        {
+            await writer.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception flushError) when (flushError is IOException or OperationCanceledException or InvalidOperationException)
+        {
+            // The client is gone as well; nothing more to tell it.
+        }
+    }
+
+    /// <summary>Tries each candidate in turn, each through its provider's retry and circuit breaker.</summary>
+    private async Task<(UpstreamStream Stream, ModelRoute Route)> OpenStreamAsync(
+        CompletionRequest request, IReadOnlyList<ModelRoute> candidates, CancellationToken cancellationToken)
+    {
+        return await WithFallbacksAsync(request, candidates, async (route, ct) =>
+        {
+            var body = route.IsSimulated ? null : request.UpstreamBody(route);
+            var stream = await resilience.For(route.ProviderName).ExecuteAsync(
+                static async (state, _) => await state.Self.OpenOnceAsync(state.Request, state.Route, state.Body, state.Token).ConfigureAwait(false),
+                (Self: this, Request: request, Route: route, Body: body, Token: ct),
+                ct).ConfigureAwait(false);
+            return (stream, route);
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async ValueTask<UpstreamStream> OpenOnceAsync(CompletionRequest request, ModelRoute route, byte[]? body, CancellationToken cancellationToken)
+    {
+        UpstreamStream stream;
+        if (route.IsSimulated)
+        {
+            var (messages, chatOptions) = request.ToChat();
+            var renderer = new ChunkRenderer(NewCompletionId(), route.UpstreamModel, time.GetUtcNow().ToUnixTimeSeconds());
+            stream = new SimulatedUpstreamStream(clients.CreateSimulated(route), messages, chatOptions, renderer, time, cancellationToken);
+        }
+        else
+        {
+            stream = new HttpUpstreamStream(httpClients.CreateClient(HttpClientName), route, body!, time, cancellationToken);
+        }
+
+        try
+        {
+            await stream.OpenAsync(route.TimeToFirstTokenTimeout).ConfigureAwait(false);
+            return stream;
+        }
+        catch (Exception ex)
+        {
+            await stream.DisposeAsync().ConfigureAwait(false);
+            if (ex is UpstreamException upstream)
+            {
+                metrics.RecordUpstreamFailure(route.ProviderName, upstream.Code);
+                Log.AttemptFailed(logger, route.Name, route.ProviderName, upstream.Code, upstream.Message);
+            }
+
+            throw;
+        }
+    }
+
+    private async Task<T> WithFallbacksAsync<T>(
+        CompletionRequest request, IReadOnlyList<ModelRoute> candidates, Func<ModelRoute, CancellationToken, Task<T>> attempt, CancellationToken cancellationToken)
+    {
+        UpstreamException? last = null;
+        for (var i = 0; i < candidates.Count; i++)
+        {
+            var route = candidates[i];
+            try
+            {
+                return await attempt(route, cancellationToken).ConfigureAwait(false);
+            }
+            catch (BrokenCircuitException ex)
+            {
+                last = new UpstreamException(UpstreamFailureKind.CircuitOpen,
+                    $"Provider '{route.ProviderName}' is being skipped: its circuit is open after repeated failures.", inner: ex);
+            }
+            catch (UpstreamException ex) when (!ex.IsClientError)
+            {
+                last = ex;
+            }
+
+            if (i + 1 < candidates.Count)
+            {
+                Log.FallingBack(logger, request.Model, route.Name, candidates[i + 1].Name, last.Code);
+            }
+        }
+
+        var tried = string.Join(", ", candidates.Select(c => c.Name));
+        throw new UpstreamException(last!.Kind, $"Model '{request.Model}' failed on every candidate ({tried}). Last failure: {last.Message}",
+            last.Status, last.RetryAfter, last.Body, last.ContentType, last);
+    }
+
+    private async Task<IResult> CompleteAsync(HttpContext context, CompletionRequest request, IReadOnlyList<ModelRoute> candidates, CancellationToken cancellationToken)
+    {
+        byte[] body;
+        ModelRoute route;
+        try
+        {
+            (body, route) = await WithFallbacksAsync(request, candidates, async (candidate, ct) =>
+            {
+                var upstreamBody = candidate.IsSimulated ? null : request.UpstreamBody(candidate);
+                var result = await resilience.For(candidate.ProviderName).ExecuteAsync(
+                    static async (state, _) => await state.Self.CompleteOnceAsync(state.Request, state.Route, state.Body, state.Token).ConfigureAwait(false),
+                    (Self: this, Request: request, Route: candidate, Body: upstreamBody, Token: ct),
+                    ct).ConfigureAwait(false);
+                return (result, candidate);
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (UpstreamException ex)
+        {
+            metrics.RecordCompletion(request.Model, "upstream_error");
+            return FailureResult(ex);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            Log.ClientLeftBeforeFirstToken(logger, request.Model);
+            metrics.RecordCompletion(request.Model, "client_cancelled");
+            return Results.Empty;
+        }
+
+        using (var tally = new UsageTally())
+        {
+            tally.Inspect(body);
+            RecordUsage(request, route, tally);
+        }
+
+        metrics.RecordCompletion(route.Name, "completed");
+        context.Response.Headers["X-AiStream-Model"] = route.Name;
+        context.Response.Headers["X-AiStream-Provider"] = route.ProviderName;
+        return TypedResults.Bytes(body, "application/json");
+    }
+
+    private async ValueTask<byte[]> CompleteOnceAsync(CompletionRequest request, ModelRoute route, byte[]? body, CancellationToken cancellationToken)
+    {
+        using var timeout = new CancellationTokenSource(route.RequestTimeout, time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+        try
+        {
+            if (route.IsSimulated)
+            {
+                var (messages, chatOptions) = request.ToChat();
+                var renderer = new ChunkRenderer(NewCompletionId(), route.UpstreamModel, time.GetUtcNow().ToUnixTimeSeconds());
+                var answer = await clients.CreateSimulated(route).GetResponseAsync(messages, chatOptions, linked.Token).ConfigureAwait(false);
+                return renderer.RenderCompletion(answer);
+            }
+
+            using var upstreamRequest = UpstreamRequests.Create(route, body!);
+            using var response = await httpClients.CreateClient(HttpClientName)
+                .SendAsync(upstreamRequest, HttpCompletionOption.ResponseHeadersRead, linked.Token).ConfigureAwait(false);
+            if (!response.IsSuccessStatusCode)
+            {
+                throw await UpstreamRequests.FailureAsync(response, time, linked.Token).ConfigureAwait(false);
+            }
+
+            return await response.Content.ReadAsByteArrayAsync(linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException ex) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw Failed(route, new UpstreamException(UpstreamFailureKind.TimeToFirstToken,
+                $"No answer from the upstream within {route.RequestTimeout.TotalSeconds:0.###} s.", inner: ex));
+        }
+        catch (Exception ex) when (ex is HttpRequestException or IOException)
+        {
+            throw Failed(route, new UpstreamException(UpstreamFailureKind.Connection, $"The upstream connection failed: {ex.Message}", inner: ex));
+        }
+        catch (UpstreamException ex)
+        {
+            throw Failed(route, ex);
+        }
+    }
+
+    private UpstreamException Failed(ModelRoute route, UpstreamException ex)
+    {
+        metrics.RecordUpstreamFailure(route.ProviderName, ex.Code);
+        Log.AttemptFailed(logger, route.Name, route.ProviderName, ex.Code, ex.Message);
+        return ex;
+    }
+
+    /// <summary>The client's error: a client error from upstream keeps its status and message; the rest are 502/504.</summary>
+    private static IResult FailureResult(UpstreamException ex)
+    {
+        if (ex.IsClientError || (ex.InnerException is UpstreamException { IsClientError: true }))
+        {
+            var upstream = ex.InnerException as UpstreamException ?? ex;
+            var (message, type, param, code) = ReadUpstreamError(upstream.Body);
+            return new ApiError(upstream.Status!.Value, message ?? upstream.Message, type ?? "invalid_request_error", code, param).ToResult();
+        }
+
+        var result = new ApiError(ex.GatewayStatus, ex.Message, "upstream_error", ex.Code).ToResult();
+        return ex.Status == 429 && ex.RetryAfter is { } retryAfter
+            ? new RetryAfterResult(result, retryAfter)
+            : result;
+    }
+
+    private static (string? Message, string? Type, string? Param, string? Code) ReadUpstreamError(byte[]? body)
+    {
+        if (body is not { Length: > 0 })
+        {
+            return default;
+        }
+
+        try
+        {
+            using var document = JsonDocument.Parse(body);
+            if (document.RootElement.ValueKind == JsonValueKind.Object && document.RootElement.TryGetProperty("error", out var error)
+                && error.ValueKind == JsonValueKind.Object)
+            {
+                return (Text(error, "message"), Text(error, "type"), Text(error, "param"), Text(error, "code"));
+            }
+        }
+        catch (JsonException)
+        {
+        }
+
+        return (System.Text.Encoding.UTF8.GetString(body.AsSpan(0, Math.Min(body.Length, 2048))), null, null, null);
+
+        static string? Text(JsonElement element, string name) =>
+            element.TryGetProperty(name, out var value) ? value.ValueKind == JsonValueKind.String ? value.GetString() : value.ValueKind == JsonValueKind.Null ? null : value.GetRawText() : null;
+    }
+
+    private void RecordUsage(CompletionRequest request, ModelRoute route, UsageTally tally)
+    {
+        var estimated = tally.PromptTokens is null || tally.CompletionTokens is null;
+        var prompt = tally.PromptTokens ?? tokens.CountPrompt(request.MessagesForCounting(), request.ToolsJson());
+        var completion = tally.CompletionTokens ?? tokens.Count(tally.GeneratedText);
+        metrics.RecordUsage(new UsageRecord(route.Name, route.ProviderName, prompt, completion, estimated));
+        Log.Usage(logger, route.Name, route.ProviderName, prompt, completion, estimated);
+    }
+
+    private static string NewCompletionId() => "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
+
+    /// <summary>Adds Retry-After to an error result.</summary>
+    private sealed class RetryAfterResult(IResult inner, TimeSpan retryAfter) : IResult
+    {
+        public Task ExecuteAsync(HttpContext httpContext)
+        {
+            httpContext.Response.Headers.RetryAfter = ((int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return inner.ExecuteAsync(httpContext);
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 2001, Level = LogLevel.Warning, Message = "Attempt on model {Model} (provider {Provider}) failed with {Code}: {Reason}")]
+        public static partial void AttemptFailed(ILogger logger, string model, string provider, string code, string reason);
+
+        [LoggerMessage(EventId = 2002, Level = LogLevel.Warning, Message = "Model {Requested}: {Failed} failed with {Code}, falling back to {Next}")]
+        public static partial void FallingBack(ILogger logger, string requested, string failed, string next, string code);
+
+        [LoggerMessage(EventId = 2003, Level = LogLevel.Warning, Message = "Upstream for model {Model} failed mid-stream with {Code}: {Reason}; the client got an error event")]
+        public static partial void MidStreamFailure(ILogger logger, string model, string code, string reason);
+
+        [LoggerMessage(EventId = 2004, Level = LogLevel.Information, Message = "Client left before the first token of model {Model}; upstream cancelled")]
+        public static partial void ClientLeftBeforeFirstToken(ILogger logger, string model);
+
+        [LoggerMessage(EventId = 2005, Level = LogLevel.Information, Message = "Client left mid-stream on model {Model}; upstream cancelled")]
+        public static partial void ClientLeftMidStream(ILogger logger, string model);
+
+        [LoggerMessage(EventId = 2006, Level = LogLevel.Debug, Message = "Usage on model {Model} (provider {Provider}): {PromptTokens} prompt, {CompletionTokens} completion tokens, estimated: {Estimated}")]
+        public static partial void Usage(ILogger logger, string model, string provider, long promptTokens, long completionTokens, bool estimated);
+    }
+}

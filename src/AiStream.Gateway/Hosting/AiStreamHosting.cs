@@ -1,0 +1,80 @@
+using AiStream.Gateway.Completions;
+using AiStream.Gateway.Diagnostics;
+using AiStream.Gateway.Providers;
+using AiStream.Gateway.Resilience;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+
+namespace AiStream.Gateway.Hosting;
+
+/// <summary>DI and endpoint wiring for the whole gateway, one call per feature.</summary>
+internal static class AiStreamHosting
+{
+    public static WebApplicationBuilder AddAiStream(this WebApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        services.AddProblemDetails();
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddAiStreamProviders();
+        services.AddAiStreamCompletions();
+        services.AddAiStreamDiagnostics();
+        return builder;
+    }
+
+    public static WebApplication MapAiStream(this WebApplication app)
+    {
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        app.MapAiStreamHealth();
+        app.MapCompletions();
+        return app;
+    }
+
+    private static IServiceCollection AddAiStreamProviders(this IServiceCollection services)
+    {
+        services.AddOptions<AiStreamOptions>().BindConfiguration(AiStreamOptions.SectionName).ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IPostConfigureOptions<AiStreamOptions>, AiStreamOptionsSetup>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<AiStreamOptions>, AiStreamOptionsValidator>());
+        services.TryAddSingleton<ModelCatalog>();
+        services.TryAddSingleton<TokenCounter>();
+        services.TryAddSingleton<ChatClientFactory>();
+        services.TryAddSingleton<UpstreamResilience>();
+        return services;
+    }
+
+    private static IServiceCollection AddAiStreamCompletions(this IServiceCollection services)
+    {
+        services.AddOptions<CompletionsOptions>().BindConfiguration(CompletionsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.TryAddSingleton<CompletionProxy>();
+        services.TryAddSingleton<StartTime>();
+        services.AddHttpClient(CompletionProxy.HttpClientName)
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+            {
+                PooledConnectionLifetime = TimeSpan.FromMinutes(2),
+                ConnectTimeout = TimeSpan.FromSeconds(10),
+                AutomaticDecompression = System.Net.DecompressionMethods.None,
+                UseCookies = false,
+            })
+            // Timeouts are per model (time to first token, idle), enforced by the proxy itself.
+            .ConfigureHttpClient(client => client.Timeout = Timeout.InfiniteTimeSpan)
+            .RemoveAllLoggers();
+        return services;
+    }
+
+    private static IServiceCollection AddAiStreamDiagnostics(this IServiceCollection services)
+    {
+        services.AddMetrics();
+        services.TryAddSingleton<AiStreamMetrics>();
+        services.AddHostedService<TokenizerWarmup>();
+        services.AddHealthChecks().AddCheck<TokenizerReadyCheck>("tokenizer", tags: ["ready"]);
+        return services;
+    }
+
+    private static void MapAiStreamHealth(this WebApplication app)
+    {
+        // Liveness: the process answers. Readiness: every configured dependency is usable.
+        app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = _ => false });
+        app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = check => check.Tags.Contains("ready") });
+    }
+}

@@ -1,0 +1,89 @@
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.AI;
+
+namespace AiStream.Gateway.Providers.Simulated;
+
+/// <summary>
+/// The built-in model: a real <see cref="IChatClient"/> that streams deterministic prose word by word at a configured
+/// pace, streams a tool call when offered tools and asked for one, and reports usage counted with a real tokenizer.
+/// </summary>
+internal sealed class SimulatedChatClient(string modelId, ProviderOptions provider, TokenCounter tokens, TimeProvider time) : IChatClient
+{
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+        => await GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken).ConfigureAwait(false);
+
+    public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(
+        IEnumerable<ChatMessage> messages,
+        ChatOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var list = messages as IList<ChatMessage> ?? messages.ToList();
+        var plan = SimulatedScript.Plan(list, options);
+        var responseId = "chatcmpl-sim-" + Guid.NewGuid().ToString("N")[..24];
+        var created = time.GetUtcNow();
+        var promptTokens = tokens.CountPrompt(list.Select(m => (m.Role.Value, m.AuthorName, m.Text)), null);
+        var maxTokens = options?.MaxOutputTokens is int max and > 0 ? max : int.MaxValue;
+
+        if (provider.TimeToFirstTokenMs > 0)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(provider.TimeToFirstTokenMs), time, cancellationToken).ConfigureAwait(false);
+        }
+
+        ChatResponseUpdate Update(params AIContent[] contents) => new(ChatRole.Assistant, contents)
+        {
+            ResponseId = responseId,
+            MessageId = responseId,
+            CreatedAt = created,
+            ModelId = modelId,
+        };
+
+        var completionTokens = 0;
+        ChatFinishReason finish = ChatFinishReason.Stop;
+        if (plan.ToolCall is { } call)
+        {
+            yield return Update(call);
+            completionTokens = tokens.Count(call.Name) + tokens.Count(System.Text.Json.JsonSerializer.Serialize(call.Arguments, AIJsonUtilities.DefaultOptions));
+            finish = ChatFinishReason.ToolCalls;
+        }
+        else
+        {
+            var gap = provider.TokensPerSecond > 0 ? TimeSpan.FromSeconds(1 / provider.TokensPerSecond) : TimeSpan.Zero;
+            for (var i = 0; i < plan.Words.Count; i++)
+            {
+                var word = plan.Words[i];
+                var cost = tokens.Count(word);
+                if (completionTokens + cost > maxTokens)
+                {
+                    finish = ChatFinishReason.Length;
+                    break;
+                }
+
+                if (i > 0 && gap > TimeSpan.Zero)
+                {
+                    await Task.Delay(gap, time, cancellationToken).ConfigureAwait(false);
+                }
+
+                completionTokens += cost;
+                yield return Update(new TextContent(word));
+            }
+        }
+
+        var last = Update(new UsageContent(new UsageDetails
+        {
+            InputTokenCount = promptTokens,
+            OutputTokenCount = completionTokens,
+            TotalTokenCount = promptTokens + completionTokens,
+        }));
+        last.FinishReason = finish;
+        yield return last;
+    }
+
+    public object? GetService(Type serviceType, object? serviceKey = null) =>
+        serviceKey is null && serviceType.IsInstanceOfType(this) ? this :
+        serviceKey is null && serviceType == typeof(ChatClientMetadata) ? new ChatClientMetadata("aistream-simulated", null, modelId) :
+        null;
+
+    public void Dispose()
+    {
+    }
+}

@@ -1,0 +1,71 @@
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+
+namespace AiStream.IntegrationTests.Infrastructure;
+
+/// <summary>The real gateway on Kestrel on a free loopback port, configured per test.</summary>
+internal sealed class GatewayFactory : WebApplicationFactory<Program>
+{
+    private readonly Dictionary<string, string?> _settings;
+    private readonly TimeProvider? _time;
+
+    public GatewayFactory(Dictionary<string, string?>? settings = null, TimeProvider? time = null)
+    {
+        _settings = settings ?? [];
+        _time = time;
+        UseKestrel(0);
+    }
+
+    /// <summary>Starts the server and returns its base address.</summary>
+    public Uri Start()
+    {
+        StartServer();
+        var address = Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        return new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal).Replace("localhost", "127.0.0.1", StringComparison.Ordinal) + "/");
+    }
+
+    /// <summary>A plain HttpClient against the Kestrel address.</summary>
+    public HttpClient Http() => new() { BaseAddress = Start(), Timeout = TimeSpan.FromSeconds(60) };
+
+    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    {
+        builder.UseEnvironment("Testing");
+        builder.ConfigureAppConfiguration(config => config.AddInMemoryCollection(_settings));
+        builder.ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Warning));
+        if (_time is not null)
+        {
+            builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton(_time)));
+        }
+    }
+}
+
+/// <summary>Settings builders for common provider layouts.</summary>
+internal static class Settings
+{
+    /// <summary>Model <paramref name="model"/> on an OpenAI-compatible provider at <paramref name="baseUrl"/>.</summary>
+    public static Dictionary<string, string?> Compatible(string baseUrl, string model = "gpt-test", string provider = "up", int maxRetries = 0) => new()
+    {
+        [$"AiStream:Providers:{provider}:Type"] = "OpenAICompatible",
+        [$"AiStream:Providers:{provider}:Endpoint"] = baseUrl,
+        [$"AiStream:Providers:{provider}:ApiKey"] = "sk-test",
+        [$"AiStream:Providers:{provider}:MaxRetries"] = maxRetries.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        [$"AiStream:Providers:{provider}:RetryBaseDelayMs"] = "10",
+        [$"AiStream:Models:{model}:Provider"] = provider,
+        [$"AiStream:Models:{model}:UpstreamModel"] = model + "-upstream",
+        ["AiStream:Providers:sim:Type"] = "Simulated",
+        ["AiStream:Providers:sim:TokensPerSecond"] = "0",
+        ["AiStream:Providers:sim:TimeToFirstTokenMs"] = "0",
+    };
+
+    public static Dictionary<string, string?> With(this Dictionary<string, string?> settings, string key, object value)
+    {
+        settings[key] = Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture);
+        return settings;
+    }
+}

@@ -10,6 +10,9 @@ namespace AiStream.Gateway.Completions;
 /// </summary>
 internal sealed class ChunkRenderer(string id, string model, long created)
 {
+    /// <summary>Tool arguments on one line, as models send them.</summary>
+    internal static readonly JsonSerializerOptions CompactJson = new(AIJsonUtilities.DefaultOptions) { WriteIndented = false };
+
     private readonly ArrayBufferWriter<byte> _buffer = new(512);
     private bool _sentRole;
     private int _toolIndex;
@@ -40,7 +43,7 @@ internal sealed class ChunkRenderer(string id, string model, long created)
                 case FunctionCallContent call:
                     var index = _toolIndex++;
                     yield return Chunk(w => ToolCall(w, index, call.CallId, call.Name, string.Empty), null);
-                    var arguments = JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), AIJsonUtilities.DefaultOptions);
+                    var arguments = JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), CompactJson);
                     // Arguments arrive in pieces, the way real models stream them.
                     var piece = Math.Max(1, (arguments.Length + 2) / 3);
                     for (var start = 0; start < arguments.Length; start += piece)
@@ -92,7 +95,7 @@ internal sealed class ChunkRenderer(string id, string model, long created)
                     w.WriteString("type", "function");
                     w.WriteStartObject("function");
                     w.WriteString("name", call.Name);
-                    w.WriteString("arguments", JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), AIJsonUtilities.DefaultOptions));
+                    w.WriteString("arguments", JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), CompactJson));
                     w.WriteEndObject();
                     w.WriteEndObject();
                 }

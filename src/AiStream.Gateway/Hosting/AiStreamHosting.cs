@@ -55,6 +55,10 @@ internal static class AiStreamHosting
                 ConnectTimeout = TimeSpan.FromSeconds(10),
                 AutomaticDecompression = System.Net.DecompressionMethods.None,
                 UseCookies = false,
+                // Never drain an abandoned upstream body to reuse the connection: closing it is what tells the
+                // provider to stop generating (and billing).
+                MaxResponseDrainSize = 0,
+                ResponseDrainTimeout = TimeSpan.Zero,
             })
             // Timeouts are per model (time to first token, idle), enforced by the proxy itself.
             .ConfigureHttpClient(client => client.Timeout = Timeout.InfiniteTimeSpan)

@@ -7,7 +7,16 @@ internal sealed class AiStreamOptionsSetup : IPostConfigureOptions<AiStreamOptio
 {
     public void PostConfigure(string? name, AiStreamOptions options)
     {
-        options.Providers.TryAdd(AiStreamOptions.BuiltInSimulatedName, new ProviderOptions { Type = ProviderTypes.Simulated });
+        // Settings such as AiStream__Providers__sim__TokensPerSecond tune the built-in provider without restating its type.
+        if (options.Providers.TryGetValue(AiStreamOptions.BuiltInSimulatedName, out var sim))
+        {
+            sim.Type ??= ProviderTypes.Simulated;
+        }
+        else
+        {
+            options.Providers[AiStreamOptions.BuiltInSimulatedName] = new ProviderOptions { Type = ProviderTypes.Simulated };
+        }
+
         options.Models.TryAdd(AiStreamOptions.BuiltInSimulatedName, new ModelOptions { Provider = AiStreamOptions.BuiltInSimulatedName });
     }
 }

@@ -128,8 +128,17 @@ internal sealed partial class CompletionProxy(
         {
             Log.ClientLeftBeforeFirstToken(logger, request.Model);
             metrics.RecordCompletion(request.Model, "client_cancelled");
-            _ = openTask.ContinueWith(static t => t.Result.Stream.DisposeAsync().AsTask(), CancellationToken.None,
-                TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            // The open is cancelled with the same token; whatever it ends with, release it.
+            _ = openTask.ContinueWith(static t =>
+            {
+                if (t.IsCompletedSuccessfully)
+                {
+                    return t.Result.Stream.DisposeAsync().AsTask();
+                }
+
+                _ = t.Exception; // observed: the client is gone, there is no one to tell
+                return Task.CompletedTask;
+            }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
             return Results.Empty;
         }
 

@@ -189,7 +189,7 @@ internal sealed class CompletionRequest
                         foreach (var call in calls.OfType<JsonObject>())
                         {
                             var id = (call["id"] as JsonValue)?.ToString() ?? string.Empty;
-                            var name = (call["function"]?["name"] as JsonValue)?.ToString() ?? string.Empty;
+                            var name = ((call["function"] as JsonObject)?["name"] as JsonValue)?.ToString() ?? string.Empty;
                             assistant.Contents.Add(new FunctionCallContent(id, name));
                         }
                     }
@@ -234,7 +234,7 @@ internal sealed class CompletionRequest
         {
             JsonValue v when v.GetValueKind() == JsonValueKind.String && v.GetValue<string>() == "none" => ChatToolMode.None,
             JsonValue v when v.GetValueKind() == JsonValueKind.String && v.GetValue<string>() == "required" => ChatToolMode.RequireAny,
-            JsonObject o when o["function"]?["name"] is JsonValue n && n.GetValueKind() == JsonValueKind.String => ChatToolMode.RequireSpecific(n.GetValue<string>()),
+            JsonObject o when (o["function"] as JsonObject)?["name"] is JsonValue n && n.GetValueKind() == JsonValueKind.String => ChatToolMode.RequireSpecific(n.GetValue<string>()),
             _ => ChatToolMode.Auto,
         };
 

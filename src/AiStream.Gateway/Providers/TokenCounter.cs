@@ -8,8 +8,10 @@ namespace AiStream.Gateway.Providers;
 /// </summary>
 internal sealed class TokenCounter
 {
-    // Loading the vocabulary takes a few hundred milliseconds; do it once, off the request path where possible.
-    private readonly Lazy<Tokenizer> _tokenizer = new(() => TiktokenTokenizer.CreateForModel("gpt-4o"));
+    // Loading the vocabulary takes a few hundred milliseconds and it is immutable and thread-safe: load it once per
+    // process, off the request path where possible.
+    private static readonly Lazy<Tokenizer> SharedTokenizer = new(() => TiktokenTokenizer.CreateForModel("gpt-4o"));
+    private readonly Lazy<Tokenizer> _tokenizer = SharedTokenizer;
 
     /// <summary>Loads the vocabulary now, so the first request does not pay for it.</summary>
     public void Warm() => _ = _tokenizer.Value;

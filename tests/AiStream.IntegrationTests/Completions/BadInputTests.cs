@@ -9,7 +9,12 @@ namespace AiStream.IntegrationTests.Completions;
 /// <summary>Whatever a client sends, it gets a clear 4xx problem, never a 500.</summary>
 public sealed class BadInputTests : IAsyncLifetime, IDisposable
 {
-    private readonly GatewayFactory _gateway = new(new Dictionary<string, string?> { ["AiStream:Completions:MaxRequestBodyBytes"] = "4096" });
+    private readonly GatewayFactory _gateway = new(new Dictionary<string, string?>
+    {
+        ["AiStream:Completions:MaxRequestBodyBytes"] = "4096",
+        ["AiStream:Providers:sim:TokensPerSecond"] = "0",
+        ["AiStream:Providers:sim:TimeToFirstTokenMs"] = "0",
+    });
     private HttpClient _http = null!;
 
     public Task InitializeAsync()
@@ -58,6 +63,20 @@ public sealed class BadInputTests : IAsyncLifetime, IDisposable
         Assert.Equal(code, problem["error"]!["code"]!.GetValue<string>());
         Assert.Equal(param, problem["error"]!["param"]?.GetValue<string>());
         Assert.False(string.IsNullOrWhiteSpace(problem["error"]!["message"]!.GetValue<string>()));
+    }
+
+    [Theory]
+    [InlineData("""{"messages":[{"role":"assistant","tool_calls":[{"function":[1]},7]},{"role":"user","content":"x"}]}""")]
+    [InlineData("""{"tool_choice":{"function":[]},"tools":[{"function":[]},5,{"function":{"name":3}}],"messages":[{"role":"user","content":"x"}]}""")]
+    [InlineData("""{"messages":[{"role":"user","content":[1,{"text":5},{"type":"text","text":"hi"}],"name":[]}]}""")]
+    [InlineData("""{"messages":[{"role":"tool","content":null,"tool_call_id":{}}],"stream":true}""")]
+    [InlineData("""{"messages":[{"role":"user","content":"x"}],"stream_options":null,"tools":null,"max_tokens":2}""")]
+    public async Task Post_OddButWellFormedShapes_AreAnsweredWithoutServerError(string body)
+    {
+        using var response = await _http.PostAsync("v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+        await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
 
     [Fact]

@@ -19,7 +19,8 @@ internal sealed class GatewayFactory : WebApplicationFactory<Program>
     {
         _settings = settings ?? [];
         _time = time;
-        UseKestrel(0);
+        // Listen explicitly on a free loopback port rather than UseKestrel(0), whose address rewrite can race the start.
+        UseKestrel(options => options.Listen(System.Net.IPAddress.Loopback, 0));
     }
 
     /// <summary>Starts the server and returns its base address.</summary>

@@ -105,7 +105,7 @@ internal sealed class UsageTally : IDisposable
                 }
             }
         }
-        catch (JsonException)
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException)
         {
             // A chunk we cannot read is still relayed as it came; it just tells us nothing.
         }
@@ -235,7 +235,7 @@ internal sealed class UsageTally : IDisposable
             return;
         }
 
-        var max = reader.HasValueSequence ? (int)reader.ValueSequence.Length : reader.ValueSpan.Length;
+        var max = reader.ValueSpan.Length;
         if (_textLength + max > _text.Length)
         {
             var bigger = ArrayPool<char>.Shared.Rent(Math.Max(_text.Length * 2, _textLength + max));
@@ -244,7 +244,10 @@ internal sealed class UsageTally : IDisposable
             _text = bigger;
         }
 
-        _textLength += reader.CopyString(_text.AsSpan(_textLength));
+        // Unescaped text is decoded leniently (invalid UTF-8 becomes U+FFFD) so a bad byte never costs the count.
+        _textLength += reader.ValueIsEscaped
+            ? reader.CopyString(_text.AsSpan(_textLength))
+            : System.Text.Encoding.UTF8.GetChars(reader.ValueSpan, _text.AsSpan(_textLength));
     }
 
     public void Dispose()

@@ -199,6 +199,13 @@ internal sealed partial class CompletionProxy(
                 outcome = "client_cancelled";
                 Log.ClientLeftMidStream(logger, route.Name);
             }
+            catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+            {
+                // A bug of ours must still end the stream explicitly rather than cut it.
+                outcome = "gateway_error";
+                Log.RelayFailed(logger, route.Name, ex);
+                await WriteStreamErrorAsync(writer, new UpstreamException(UpstreamFailureKind.Truncated, "The gateway failed while relaying the stream.")).ConfigureAwait(false);
+            }
             finally
             {
                 RecordUsage(request, route, tally);
@@ -484,6 +491,9 @@ internal sealed partial class CompletionProxy(
 
         [LoggerMessage(EventId = 2005, Level = LogLevel.Information, Message = "Client left mid-stream on model {Model}; upstream cancelled")]
         public static partial void ClientLeftMidStream(ILogger logger, string model);
+
+        [LoggerMessage(EventId = 2007, Level = LogLevel.Error, Message = "Relaying model {Model} failed inside the gateway")]
+        public static partial void RelayFailed(ILogger logger, string model, Exception exception);
 
         [LoggerMessage(EventId = 2006, Level = LogLevel.Debug, Message = "Usage on model {Model} (provider {Provider}): {PromptTokens} prompt, {CompletionTokens} completion tokens, estimated: {Estimated}")]
         public static partial void Usage(ILogger logger, string model, string provider, long promptTokens, long completionTokens, bool estimated);

@@ -96,7 +96,8 @@ internal static class SimulatedScript
             topic = "what you ask next";
         }
 
-        text.AppendFormat(System.Globalization.CultureInfo.InvariantCulture, Openers[random.Next(Openers.Length)], topic);
+        var opener = string.Format(System.Globalization.CultureInfo.InvariantCulture, Openers[random.Next(Openers.Length)], topic);
+        text.Append(char.ToUpperInvariant(opener[0])).Append(opener, 1, opener.Length - 1);
         var picked = Enumerable.Range(0, Body.Length).OrderBy(_ => random.Next()).Take(3 + random.Next(3));
         foreach (var index in picked)
         {

@@ -45,6 +45,7 @@ internal sealed record ApiError(int Status, string Message, string Type, string?
     {
         400 => "Bad request",
         404 => "Not found",
+        409 => "Conflict",
         413 => "Request body too large",
         429 => "Too many requests",
         502 => "Upstream failed",

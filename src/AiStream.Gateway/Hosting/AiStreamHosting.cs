@@ -2,6 +2,8 @@ using AiStream.Gateway.Completions;
 using AiStream.Gateway.Diagnostics;
 using AiStream.Gateway.Providers;
 using AiStream.Gateway.Resilience;
+using AiStream.Gateway.Sessions;
+using AiStream.Gateway.Transports;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -19,6 +21,8 @@ internal static class AiStreamHosting
         services.AddAiStreamProviders();
         services.AddAiStreamCompletions();
         services.AddAiStreamDiagnostics();
+        services.AddAiStreamSessions();
+        services.AddAiStreamTransports();
         return builder;
     }
 
@@ -28,6 +32,10 @@ internal static class AiStreamHosting
         app.UseStatusCodePages();
         app.MapAiStreamHealth();
         app.MapCompletions();
+        app.MapSessions();
+        app.MapSessionSse();
+        app.MapAgUi();
+        app.MapHub<SessionHub>("/hubs/sessions", options => options.AllowStatefulReconnects = true);
         return app;
     }
 
@@ -63,6 +71,22 @@ internal static class AiStreamHosting
             // Timeouts are per model (time to first token, idle), enforced by the proxy itself.
             .ConfigureHttpClient(client => client.Timeout = Timeout.InfiniteTimeSpan)
             .RemoveAllLoggers();
+        return services;
+    }
+
+    private static IServiceCollection AddAiStreamSessions(this IServiceCollection services)
+    {
+        services.AddOptions<SessionsOptions>().BindConfiguration(SessionsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.TryAddSingleton<ISessionStore, InMemorySessionStore>();
+        services.TryAddSingleton<RunManager>();
+        return services;
+    }
+
+    private static IServiceCollection AddAiStreamTransports(this IServiceCollection services)
+    {
+        services.AddOptions<TransportsOptions>().BindConfiguration(TransportsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.TryAddSingleton<HubSubscriptions>();
+        services.AddSignalR(options => options.StatefulReconnectBufferSize = 1024 * 1024);
         return services;
     }
 

@@ -1,0 +1,44 @@
+using System.Text.Json.Nodes;
+
+namespace AiStream.Gateway.Sessions;
+
+/// <summary>What a subscriber gets first: a replay of the log after its position, or a catch-up snapshot.</summary>
+/// <param name="Events">Events to deliver before the live tail, in order.</param>
+/// <param name="HeadSeq">The log head when the subscriber was registered; live events follow it.</param>
+/// <param name="IsSnapshot">True when <paramref name="Events"/> is a synthesized catch-up rather than a replay.</param>
+internal sealed record SubscribeResult(IReadOnlyList<SessionEvent> Events, long HeadSeq, bool IsSnapshot);
+
+/// <summary>The outcome of an append.</summary>
+/// <param name="Events">The appended events with their positions.</param>
+/// <param name="Replayed">True when an <c>Idempotency-Key</c> matched an earlier append and nothing was appended.</param>
+internal sealed record AppendResult(IReadOnlyList<SessionEvent> Events, bool Replayed, IReadOnlyList<long> Seqs);
+
+/// <summary>
+/// The session event logs and their live fan-out. Appends to one session are totally ordered; a subscriber registered
+/// with a position sees every later event exactly once, in order, with no gap between its replay and the live tail.
+/// In-memory here; a Redis implementation makes positions global across nodes.
+/// </summary>
+internal interface ISessionStore
+{
+    /// <summary>Appends events in order and fans them out to the session's subscribers.</summary>
+    ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Registers <paramref name="subscriber"/> and returns what it must see first: the events after
+    /// <paramref name="afterSeq"/> when the log still has them (and they are few enough), else a catch-up snapshot.
+    /// </summary>
+    ValueTask<SubscribeResult> SubscribeAsync(string sessionId, long? afterSeq, Subscriber subscriber, CancellationToken cancellationToken);
+
+    void Unsubscribe(string sessionId, Subscriber subscriber);
+
+    /// <summary>Live watchers of a session, on any transport.</summary>
+    int Watchers(string sessionId);
+
+    /// <summary>The conversation so far, in AG-UI message shape.</summary>
+    ValueTask<IReadOnlyList<JsonObject>> MessagesAsync(string sessionId, CancellationToken cancellationToken);
+
+    /// <summary>Whether a message id is already in the conversation.</summary>
+    ValueTask<bool> HasMessageAsync(string sessionId, string messageId, CancellationToken cancellationToken);
+
+    ValueTask<SessionInfo> InfoAsync(string sessionId, CancellationToken cancellationToken);
+}

@@ -1,0 +1,234 @@
+using System.Collections.Concurrent;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Options;
+
+namespace AiStream.Gateway.Sessions;
+
+/// <summary>The embedded session store: one ordered, bounded log per session, in this process.</summary>
+internal sealed partial class InMemorySessionStore : ISessionStore, IDisposable
+{
+    private readonly ConcurrentDictionary<string, SessionLog> _sessions = new(StringComparer.Ordinal);
+    private readonly SessionsOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger<InMemorySessionStore> _logger;
+    private readonly ITimer _sweeper;
+
+    public InMemorySessionStore(IOptions<SessionsOptions> options, TimeProvider time, ILogger<InMemorySessionStore> logger)
+    {
+        _options = options.Value;
+        _time = time;
+        _logger = logger;
+        _sweeper = time.CreateTimer(_ => Sweep(), null, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
+    }
+
+    public ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Log(sessionId).Append(events, runId, idempotencyKey));
+
+    public ValueTask<SubscribeResult> SubscribeAsync(string sessionId, long? afterSeq, Subscriber subscriber, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Log(sessionId).Subscribe(afterSeq, subscriber));
+
+    public void Unsubscribe(string sessionId, Subscriber subscriber)
+    {
+        if (_sessions.TryGetValue(sessionId, out var log))
+        {
+            log.Unsubscribe(subscriber);
+        }
+    }
+
+    public int Watchers(string sessionId) => _sessions.TryGetValue(sessionId, out var log) ? log.Watchers : 0;
+
+    public ValueTask<IReadOnlyList<JsonObject>> MessagesAsync(string sessionId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Log(sessionId).Messages());
+
+    public ValueTask<bool> HasMessageAsync(string sessionId, string messageId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Log(sessionId).HasMessage(messageId));
+
+    public ValueTask<SessionInfo> InfoAsync(string sessionId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Log(sessionId).Info(sessionId));
+
+    private SessionLog Log(string sessionId) => _sessions.GetOrAdd(sessionId, static (_, self) => new SessionLog(self._options, self._time), this);
+
+    private void Sweep()
+    {
+        var idle = TimeSpan.FromMinutes(_options.SessionIdleMinutes);
+        foreach (var (id, log) in _sessions)
+        {
+            if (log.IsIdle(idle) && _sessions.TryRemove(new KeyValuePair<string, SessionLog>(id, log)))
+            {
+                Log_SessionForgotten(_logger, id);
+            }
+        }
+    }
+
+    public void Dispose() => _sweeper.Dispose();
+
+    [LoggerMessage(EventId = 4001, Level = LogLevel.Debug, Message = "Session {SessionId} was idle and is forgotten")]
+    private static partial void Log_SessionForgotten(ILogger logger, string sessionId);
+}
+
+/// <summary>One session: its bounded log, projection, subscribers and remembered idempotency keys, behind one lock.</summary>
+internal sealed class SessionLog(SessionsOptions options, TimeProvider time)
+{
+    private readonly Lock _lock = new();
+    private readonly LinkedList<SessionEvent> _events = new();
+    private readonly SessionProjection _projection = new();
+    private readonly List<Subscriber> _subscribers = [];
+    private readonly Dictionary<string, (long[] Seqs, DateTimeOffset At)> _idempotency = new(StringComparer.Ordinal);
+    private long _head;
+    private DateTimeOffset _lastActivity = time.GetUtcNow();
+
+    public int Watchers
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _subscribers.Count(s => !s.IsClosed);
+            }
+        }
+    }
+
+    public AppendResult Append(IReadOnlyList<JsonObject> bodies, string? runId, string? idempotencyKey)
+    {
+        Subscriber[] subscribers;
+        var appended = new SessionEvent[bodies.Count];
+        lock (_lock)
+        {
+            var now = time.GetUtcNow();
+            _lastActivity = now;
+            if (idempotencyKey is not null)
+            {
+                ForgetOldKeys(now);
+                if (_idempotency.TryGetValue(idempotencyKey, out var earlier))
+                {
+                    return new AppendResult([], true, earlier.Seqs);
+                }
+            }
+
+            var timestamp = now.ToUnixTimeMilliseconds();
+            for (var i = 0; i < bodies.Count; i++)
+            {
+                var e = SessionEvent.Create(bodies[i], ++_head, timestamp, runId);
+                _projection.Apply(e.Type, bodies[i], runId);
+                _events.AddLast(e);
+                appended[i] = e;
+            }
+
+            Trim(now);
+            if (idempotencyKey is not null)
+            {
+                _idempotency[idempotencyKey] = (appended.Select(e => e.Seq).ToArray(), now);
+            }
+
+            // Queue for every subscriber inside the lock so that each sees the log's order; queuing never blocks.
+            subscribers = _subscribers.Count == 0 ? [] : [.. _subscribers];
+            foreach (var subscriber in subscribers)
+            {
+                foreach (var e in appended)
+                {
+                    if (!subscriber.Enqueue(e))
+                    {
+                        break;
+                    }
+                }
+            }
+
+            _subscribers.RemoveAll(s => s.IsClosed);
+        }
+
+        return new AppendResult(appended, false, appended.Select(e => e.Seq).ToArray());
+    }
+
+    public SubscribeResult Subscribe(long? afterSeq, Subscriber subscriber)
+    {
+        lock (_lock)
+        {
+            _lastActivity = time.GetUtcNow();
+            _subscribers.Add(subscriber);
+            var first = _events.First?.Value.Seq ?? _head + 1;
+            if (afterSeq is { } after && after >= first - 1 && after <= _head && _head - after <= options.MaxReplayEvents)
+            {
+                var replay = new List<SessionEvent>((int)(_head - after));
+                for (var node = _events.Last; node is not null && node.Value.Seq > after; node = node.Previous)
+                {
+                    replay.Add(node.Value);
+                }
+
+                replay.Reverse();
+                return new SubscribeResult(replay, _head, false);
+            }
+
+            // New, too far behind, or from a log this process never had: a synthesized catch-up at the head's position.
+            var timestamp = time.GetUtcNow().ToUnixTimeMilliseconds();
+            var snapshot = _projection.Snapshot().Select(s => SessionEvent.Create(s.Body, _head, timestamp, s.RunId)).ToList();
+            return new SubscribeResult(snapshot, _head, true);
+        }
+    }
+
+    public void Unsubscribe(Subscriber subscriber)
+    {
+        lock (_lock)
+        {
+            _subscribers.Remove(subscriber);
+            _lastActivity = time.GetUtcNow();
+        }
+
+        subscriber.Close();
+    }
+
+    public IReadOnlyList<JsonObject> Messages()
+    {
+        lock (_lock)
+        {
+            return _projection.Messages.Select(m => (JsonObject)m.DeepClone()).ToList();
+        }
+    }
+
+    public bool HasMessage(string id)
+    {
+        lock (_lock)
+        {
+            return _projection.HasMessage(id);
+        }
+    }
+
+    public SessionInfo Info(string sessionId)
+    {
+        lock (_lock)
+        {
+            return new SessionInfo(sessionId, _head, _events.First?.Value.Seq ?? _head + 1,
+                _subscribers.Count(s => !s.IsClosed), _projection.ActiveRuns.ToList());
+        }
+    }
+
+    public bool IsIdle(TimeSpan idle)
+    {
+        lock (_lock)
+        {
+            return _subscribers.Count == 0 && _projection.ActiveRuns.Count == 0 && time.GetUtcNow() - _lastActivity > idle;
+        }
+    }
+
+    private void Trim(DateTimeOffset now)
+    {
+        var oldest = (now - TimeSpan.FromMinutes(options.MaxEventAgeMinutes)).ToUnixTimeMilliseconds();
+        while (_events.Count > options.MaxEvents || (_events.First is { } first && first.Value.AppendedAt < oldest))
+        {
+            _events.RemoveFirst();
+        }
+    }
+
+    private void ForgetOldKeys(DateTimeOffset now)
+    {
+        if (_idempotency.Count == 0)
+        {
+            return;
+        }
+
+        var ttl = TimeSpan.FromMinutes(options.IdempotencyKeyMinutes);
+        foreach (var key in _idempotency.Where(k => now - k.Value.At > ttl).Select(k => k.Key).ToList())
+        {
+            _idempotency.Remove(key);
+        }
+    }
+}

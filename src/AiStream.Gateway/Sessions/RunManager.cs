@@ -1,0 +1,300 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using AiStream.Gateway.Completions;
+using AiStream.Gateway.Diagnostics;
+using AiStream.Gateway.Providers;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Options;
+
+namespace AiStream.Gateway.Sessions;
+
+/// <summary>A request to start a run in a session.</summary>
+internal sealed record RunRequest(JsonArray? Messages, string? Model, string? Prompt, string? RunId = null);
+
+/// <summary>
+/// Starts and stops runs: one generation whose tokens become events in the session log. A run is the single writer of
+/// its own events, keeps going when its starter disconnects, and always ends with RUN_FINISHED or RUN_ERROR.
+/// </summary>
+internal sealed partial class RunManager(
+    ISessionStore store,
+    ModelCatalog catalog,
+    ChatClientFactory clients,
+    AiStreamMetrics metrics,
+    IOptions<SessionsOptions> options,
+    TimeProvider time,
+    IHostApplicationLifetime lifetime,
+    ILogger<RunManager> logger)
+{
+    private readonly ConcurrentDictionary<string, ActiveRun> _runs = new(StringComparer.Ordinal);
+
+    /// <summary>Validates and starts a run; returns its id or a client error.</summary>
+    public async Task<(string? RunId, ApiError? Error)> StartAsync(string sessionId, RunRequest request, CancellationToken cancellationToken)
+    {
+        if (request.Prompt is not null)
+        {
+            return (null, ApiError.BadRequest($"Unknown prompt template '{request.Prompt}'.", "prompt", "unknown_prompt"));
+        }
+
+        var modelName = request.Model ?? catalog.DefaultModel;
+        if (!catalog.TryResolve(modelName, out var route))
+        {
+            return (null, ApiError.ModelNotFound(modelName));
+        }
+
+        var userEvents = new List<JsonObject>();
+        if (request.Messages is { } messages)
+        {
+            for (var i = 0; i < messages.Count; i++)
+            {
+                if (messages[i] is not JsonObject message || message["role"] is not JsonValue role || role.GetValueKind() != JsonValueKind.String
+                    || role.GetValue<string>() is not ("user" or "system" or "developer" or "assistant" or "tool"))
+                {
+                    return (null, ApiError.BadRequest($"messages[{i}] must be an object with role user, system, developer, assistant or tool.", $"messages[{i}]"));
+                }
+
+                string text;
+                switch (message["content"])
+                {
+                    case null:
+                        text = string.Empty;
+                        break;
+                    case JsonValue value when value.GetValueKind() == JsonValueKind.String:
+                        text = value.GetValue<string>();
+                        break;
+                    case JsonArray parts:
+                        text = string.Join("\n", parts.OfType<JsonObject>().Select(p => p["text"]).OfType<JsonValue>()
+                            .Where(t => t.GetValueKind() == JsonValueKind.String).Select(t => t.GetValue<string>()));
+                        break;
+                    default:
+                        return (null, ApiError.BadRequest($"messages[{i}].content must be a string or an array of parts.", $"messages[{i}].content"));
+                }
+
+                var id = (message["id"] as JsonValue)?.GetValueKind() == JsonValueKind.String ? message["id"]!.GetValue<string>() : NewId("msg");
+                if (await store.HasMessageAsync(sessionId, id, cancellationToken).ConfigureAwait(false))
+                {
+                    continue; // already in the conversation (AG-UI clients resend the whole history)
+                }
+
+                if (role.GetValue<string>() == "tool")
+                {
+                    var toolCallId = (message["toolCallId"] as JsonValue)?.ToString() ?? string.Empty;
+                    userEvents.Add(AgUi.Event(AgUi.ToolCallResult, ("messageId", id), ("toolCallId", toolCallId), ("content", text), ("role", "tool")));
+                }
+                else if (text.Length > 0)
+                {
+                    userEvents.Add(AgUi.Event(AgUi.TextMessageStart, ("messageId", id), ("role", role.GetValue<string>())));
+                    userEvents.Add(AgUi.Event(AgUi.TextMessageContent, ("messageId", id), ("delta", text)));
+                    userEvents.Add(AgUi.Event(AgUi.TextMessageEnd, ("messageId", id)));
+                }
+            }
+        }
+
+        var runId = request.RunId ?? NewId("run");
+        if (_runs.ContainsKey(Key(sessionId, runId)))
+        {
+            return (null, new ApiError(StatusCodes.Status409Conflict, $"Run '{runId}' is already running.", "invalid_request_error", "run_exists", "runId"));
+        }
+
+        if (userEvents.Count > 0)
+        {
+            await store.AppendAsync(sessionId, userEvents, null, null, cancellationToken).ConfigureAwait(false);
+        }
+
+        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping));
+        _runs[Key(sessionId, runId)] = run;
+        // Appending RUN_STARTED before answering means a watcher that joins right after the answer sees the run.
+        await AppendAsync(run, AgUi.Event(AgUi.RunStarted, ("threadId", sessionId), ("runId", runId))).ConfigureAwait(false);
+        run.Task = Task.Run(() => ExecuteAsync(run), CancellationToken.None);
+        return (runId, null);
+    }
+
+    /// <summary>Cancels a run and waits (briefly) for it to end; null when no such run is active.</summary>
+    public async Task<string?> CancelAsync(string sessionId, string runId, string reason)
+    {
+        if (!_runs.TryGetValue(Key(sessionId, runId), out var run))
+        {
+            return null;
+        }
+
+        run.CancelReason ??= reason;
+        await run.Cancellation.CancelAsync().ConfigureAwait(false);
+        if (run.Task is { } task)
+        {
+            try
+            {
+                await task.WaitAsync(TimeSpan.FromSeconds(5), time).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                // Still ending; the answer says so.
+            }
+        }
+
+        return run.Outcome ?? "cancelling";
+    }
+
+    public bool IsActive(string sessionId, string runId) => _runs.ContainsKey(Key(sessionId, runId));
+
+    private async Task ExecuteAsync(ActiveRun run)
+    {
+        var token = run.Cancellation.Token;
+        var messageId = NewId("msg");
+        var textOpen = false;
+        using var idleTimer = StartIdleWatch(run);
+        try
+        {
+            var history = await store.MessagesAsync(run.SessionId, token).ConfigureAwait(false);
+            var client = clients.Get(run.Route.Name);
+            await foreach (var update in client.GetStreamingResponseAsync(ToChat(history), new ChatOptions(), token).ConfigureAwait(false))
+            {
+                foreach (var content in update.Contents)
+                {
+                    switch (content)
+                    {
+                        case TextContent { Text.Length: > 0 } text:
+                            if (!textOpen)
+                            {
+                                textOpen = true;
+                                await AppendAsync(run, AgUi.Event(AgUi.TextMessageStart, ("messageId", messageId), ("role", "assistant"))).ConfigureAwait(false);
+                            }
+
+                            await AppendAsync(run, AgUi.Event(AgUi.TextMessageContent, ("messageId", messageId), ("delta", text.Text))).ConfigureAwait(false);
+                            break;
+                        case FunctionCallContent call:
+                            var arguments = JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), ChunkRenderer.CompactJson);
+                            await AppendAsync(run,
+                                AgUi.Event(AgUi.ToolCallStart, ("toolCallId", call.CallId), ("toolCallName", call.Name), ("parentMessageId", messageId)),
+                                AgUi.Event(AgUi.ToolCallArgs, ("toolCallId", call.CallId), ("delta", arguments)),
+                                AgUi.Event(AgUi.ToolCallEnd, ("toolCallId", call.CallId))).ConfigureAwait(false);
+                            break;
+                        case UsageContent usage:
+                            metrics.RecordUsage(new UsageRecord(run.Route.Name, run.Route.ProviderName,
+                                usage.Details.InputTokenCount ?? 0, usage.Details.OutputTokenCount ?? 0, false));
+                            break;
+                    }
+                }
+            }
+
+            await FinishAsync(run, textOpen, messageId, "success").ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+            await FinishAsync(run, textOpen, messageId, "cancelled").ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            Log.RunFailed(logger, run.SessionId, run.RunId, ex);
+            run.Outcome = "error";
+            var close = textOpen ? [AgUi.Event(AgUi.TextMessageEnd, ("messageId", messageId))] : Array.Empty<JsonObject>();
+            await AppendAsync(run, [.. close, AgUi.Event(AgUi.RunError, ("message", "The run failed: " + ex.Message), ("code", "run_failed"), ("runId", run.RunId))])
+                .ConfigureAwait(false);
+        }
+        finally
+        {
+            _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
+            run.Cancellation.Dispose();
+        }
+    }
+
+    private async Task FinishAsync(ActiveRun run, bool textOpen, string messageId, string outcome)
+    {
+        run.Outcome = outcome;
+        var events = new List<JsonObject>();
+        if (textOpen)
+        {
+            events.Add(AgUi.Event(AgUi.TextMessageEnd, ("messageId", messageId)));
+        }
+
+        events.Add(AgUi.Event(AgUi.RunFinished, ("threadId", run.SessionId), ("runId", run.RunId), ("outcome", outcome),
+            ("reason", outcome == "cancelled" ? run.CancelReason ?? "requested" : null)));
+        await AppendAsync(run, [.. events]).ConfigureAwait(false);
+        Log.RunEnded(logger, run.SessionId, run.RunId, outcome);
+    }
+
+    /// <summary>Checks every second whether anyone watches the session; cancels the run after the idle limit.</summary>
+    private ITimer? StartIdleWatch(ActiveRun run)
+    {
+        var limit = TimeSpan.FromSeconds(options.Value.IdleCancelSeconds);
+        if (limit <= TimeSpan.Zero)
+        {
+            return null;
+        }
+
+        var unwatchedSince = (DateTimeOffset?)null;
+        return time.CreateTimer(_ =>
+        {
+            if (store.Watchers(run.SessionId) > 0)
+            {
+                unwatchedSince = null;
+                return;
+            }
+
+            var now = time.GetUtcNow();
+            unwatchedSince ??= now;
+            if (now - unwatchedSince >= limit && !run.Cancellation.IsCancellationRequested)
+            {
+                Log.IdleCancel(logger, run.SessionId, run.RunId, limit.TotalSeconds);
+                run.CancelReason ??= "idle";
+                run.Cancellation.Cancel();
+            }
+        }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+    }
+
+    private ValueTask<AppendResult> AppendAsync(ActiveRun run, params JsonObject[] events) =>
+        store.AppendAsync(run.SessionId, events, run.RunId, null, CancellationToken.None);
+
+    private static List<ChatMessage> ToChat(IReadOnlyList<JsonObject> history)
+    {
+        var list = new List<ChatMessage>(history.Count);
+        foreach (var message in history)
+        {
+            var role = (message["role"] as JsonValue)?.ToString() ?? "user";
+            var content = (message["content"] as JsonValue)?.ToString() ?? string.Empty;
+            switch (role)
+            {
+                case "assistant":
+                    list.Add(new ChatMessage(ChatRole.Assistant, content));
+                    break;
+                case "tool":
+                    list.Add(new ChatMessage(ChatRole.Tool, [new FunctionResultContent((message["toolCallId"] as JsonValue)?.ToString() ?? string.Empty, content)]));
+                    break;
+                case "system" or "developer":
+                    list.Add(new ChatMessage(ChatRole.System, content));
+                    break;
+                default:
+                    list.Add(new ChatMessage(ChatRole.User, content));
+                    break;
+            }
+        }
+
+        return list;
+    }
+
+    private static string Key(string sessionId, string runId) => sessionId + "\n" + runId;
+
+    private static string NewId(string prefix) => prefix + "_" + Guid.NewGuid().ToString("N")[..20];
+
+    private sealed class ActiveRun(string sessionId, string runId, ModelRoute route, CancellationTokenSource cancellation)
+    {
+        public string SessionId { get; } = sessionId;
+        public string RunId { get; } = runId;
+        public ModelRoute Route { get; } = route;
+        public CancellationTokenSource Cancellation { get; } = cancellation;
+        public Task? Task { get; set; }
+        public string? Outcome { get; set; }
+        public string? CancelReason { get; set; }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 4101, Level = LogLevel.Information, Message = "Run {RunId} in session {SessionId} ended: {Outcome}")]
+        public static partial void RunEnded(ILogger logger, string sessionId, string runId, string outcome);
+
+        [LoggerMessage(EventId = 4102, Level = LogLevel.Warning, Message = "Run {RunId} in session {SessionId} failed")]
+        public static partial void RunFailed(ILogger logger, string sessionId, string runId, Exception exception);
+
+        [LoggerMessage(EventId = 4103, Level = LogLevel.Information, Message = "Run {RunId} in session {SessionId} cancelled: nobody watched for {Seconds} s")]
+        public static partial void IdleCancel(ILogger logger, string sessionId, string runId, double seconds);
+    }
+}

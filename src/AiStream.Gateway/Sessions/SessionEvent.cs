@@ -1,0 +1,152 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+
+namespace AiStream.Gateway.Sessions;
+
+/// <summary>
+/// One event of a session log, in the AG-UI vocabulary. Serialised once, at append, with its <c>seq</c> inside;
+/// every transport writes these same bytes.
+/// </summary>
+internal sealed class SessionEvent
+{
+    /// <summary>Position in the session: strictly increasing, the id a client resumes from.</summary>
+    public required long Seq { get; init; }
+
+    public required string Type { get; init; }
+
+    /// <summary>For text events: the message, so a slow subscriber's deltas can be merged.</summary>
+    public string? MessageId { get; init; }
+
+    /// <summary>For <c>TEXT_MESSAGE_CONTENT</c>: the text.</summary>
+    public string? Delta { get; init; }
+
+    /// <summary>The run that produced the event, when a run did.</summary>
+    public string? RunId { get; init; }
+
+    /// <summary>Milliseconds since the Unix epoch.</summary>
+    public required long Timestamp { get; init; }
+
+    /// <summary>When the log appended it (milliseconds since the epoch); what the age bound looks at.</summary>
+    public long AppendedAt { get; init; }
+
+    /// <summary>The event's JSON, <c>seq</c> included.</summary>
+    public required byte[] Json { get; init; }
+
+    /// <summary>Serialises <paramref name="body"/> (which must carry its type) with <paramref name="seq"/> and a timestamp.</summary>
+    public static SessionEvent Create(JsonObject body, long seq, long timestamp, string? runId)
+    {
+        if (body["timestamp"] is not JsonValue ts || ts.GetValueKind() != JsonValueKind.Number)
+        {
+            body["timestamp"] = timestamp;
+        }
+
+        body["seq"] = seq;
+        var type = body["type"]!.GetValue<string>();
+        return new SessionEvent
+        {
+            Seq = seq,
+            Type = type,
+            MessageId = (body["messageId"] as JsonValue)?.GetValueKind() == JsonValueKind.String ? body["messageId"]!.GetValue<string>() : null,
+            Delta = type == AgUi.TextMessageContent ? (body["delta"] as JsonValue)?.ToString() : null,
+            RunId = runId,
+            Timestamp = body["timestamp"]!.GetValue<long>(),
+            AppendedAt = timestamp,
+            Json = JsonSerializer.SerializeToUtf8Bytes(body, SessionsJsonContext.Default.JsonObject),
+        };
+    }
+
+    /// <summary>A <c>TEXT_MESSAGE_CONTENT</c> holding this one's text followed by <paramref name="next"/>'s: what a behind subscriber gets.</summary>
+    public SessionEvent MergeWith(SessionEvent next)
+    {
+        var body = new JsonObject
+        {
+            ["type"] = AgUi.TextMessageContent,
+            ["messageId"] = MessageId,
+            ["delta"] = Delta + next.Delta,
+            ["timestamp"] = next.Timestamp,
+            ["seq"] = next.Seq,
+        };
+        return new SessionEvent
+        {
+            Seq = next.Seq,
+            Type = AgUi.TextMessageContent,
+            MessageId = MessageId,
+            Delta = Delta + next.Delta,
+            RunId = next.RunId,
+            Timestamp = next.Timestamp,
+            Json = JsonSerializer.SerializeToUtf8Bytes(body, SessionsJsonContext.Default.JsonObject),
+        };
+    }
+
+    public JsonObject ToJsonObject() => (JsonObject)JsonNode.Parse(Json)!;
+}
+
+/// <summary>The AG-UI 1.0 event types a session log carries.</summary>
+internal static class AgUi
+{
+    public const string RunStarted = "RUN_STARTED";
+    public const string RunFinished = "RUN_FINISHED";
+    public const string RunError = "RUN_ERROR";
+    public const string TextMessageStart = "TEXT_MESSAGE_START";
+    public const string TextMessageContent = "TEXT_MESSAGE_CONTENT";
+    public const string TextMessageEnd = "TEXT_MESSAGE_END";
+    public const string ToolCallStart = "TOOL_CALL_START";
+    public const string ToolCallArgs = "TOOL_CALL_ARGS";
+    public const string ToolCallEnd = "TOOL_CALL_END";
+    public const string ToolCallResult = "TOOL_CALL_RESULT";
+    public const string StepStarted = "STEP_STARTED";
+    public const string StepFinished = "STEP_FINISHED";
+    public const string StateSnapshot = "STATE_SNAPSHOT";
+    public const string StateDelta = "STATE_DELTA";
+    public const string MessagesSnapshot = "MESSAGES_SNAPSHOT";
+    public const string Custom = "CUSTOM";
+
+    public static readonly HashSet<string> All =
+    [
+        RunStarted, RunFinished, RunError, TextMessageStart, TextMessageContent, TextMessageEnd, ToolCallStart, ToolCallArgs,
+        ToolCallEnd, ToolCallResult, StepStarted, StepFinished, StateSnapshot, StateDelta, MessagesSnapshot, Custom,
+    ];
+
+    /// <summary>An event body with its type first and null fields left out.</summary>
+    public static JsonObject Event(string type, params (string Name, JsonNode? Value)[] fields)
+    {
+        var body = new JsonObject { ["type"] = type };
+        foreach (var (name, value) in fields)
+        {
+            if (value is not null)
+            {
+                body[name] = value;
+            }
+        }
+
+        return body;
+    }
+}
+
+/// <summary>Source-generated serialization for the sessions feature.</summary>
+[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(JsonObject))]
+[JsonSerializable(typeof(JsonArray))]
+[JsonSerializable(typeof(PublishResult))]
+[JsonSerializable(typeof(RunAccepted))]
+[JsonSerializable(typeof(RunCancelResult))]
+[JsonSerializable(typeof(SessionInfo))]
+internal sealed partial class SessionsJsonContext : JsonSerializerContext;
+
+/// <summary>Answer to a publish: the positions assigned, in order.</summary>
+internal sealed record PublishResult([property: JsonPropertyName("seqs")] IReadOnlyList<long> Seqs, [property: JsonPropertyName("replayed")] bool Replayed);
+
+/// <summary>Answer to starting a run.</summary>
+internal sealed record RunAccepted([property: JsonPropertyName("runId")] string RunId, [property: JsonPropertyName("sessionId")] string SessionId);
+
+/// <summary>Answer to cancelling a run.</summary>
+internal sealed record RunCancelResult([property: JsonPropertyName("runId")] string RunId, [property: JsonPropertyName("outcome")] string Outcome);
+
+/// <summary>What <c>GET /api/sessions/{id}</c> says about a session.</summary>
+internal sealed record SessionInfo(
+    [property: JsonPropertyName("sessionId")] string SessionId,
+    [property: JsonPropertyName("headSeq")] long HeadSeq,
+    [property: JsonPropertyName("firstSeq")] long FirstSeq,
+    [property: JsonPropertyName("watchers")] int Watchers,
+    [property: JsonPropertyName("activeRuns")] IReadOnlyList<string> ActiveRuns);

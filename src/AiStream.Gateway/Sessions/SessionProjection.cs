@@ -1,0 +1,183 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace AiStream.Gateway.Sessions;
+
+/// <summary>
+/// What a session's log adds up to: the conversation, the shared state, and the runs in progress with their partial
+/// text. It is what the catch-up snapshot is built from, so a joiner never needs the whole log replayed.
+/// </summary>
+internal sealed class SessionProjection
+{
+    private readonly List<JsonObject> _messages = [];
+    private readonly Dictionary<string, JsonObject> _messagesById = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, OpenMessage> _openMessages = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, OpenToolCall> _openToolCalls = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _activeRuns = new(StringComparer.Ordinal); // runId -> threadId
+    private JsonNode? _state = new JsonObject();
+
+    /// <summary>Runs started and not yet finished.</summary>
+    public IReadOnlyCollection<string> ActiveRuns => _activeRuns.Keys;
+
+    /// <summary>Completed messages in AG-UI shape (id, role, content, toolCalls, toolCallId).</summary>
+    public IReadOnlyList<JsonObject> Messages => _messages;
+
+    public bool HasMessage(string id) => _messagesById.ContainsKey(id) || _openMessages.ContainsKey(id);
+
+    public void Apply(string type, JsonObject e, string? runId)
+    {
+        switch (type)
+        {
+            case AgUi.RunStarted:
+                _activeRuns[Str(e, "runId")!] = Str(e, "threadId") ?? string.Empty;
+                break;
+            case AgUi.RunFinished:
+                _activeRuns.Remove(Str(e, "runId") ?? string.Empty);
+                break;
+            case AgUi.RunError:
+                // RUN_ERROR names no run in AG-UI; the gateway knows which run wrote it.
+                _activeRuns.Remove(Str(e, "runId") ?? runId ?? string.Empty);
+                break;
+            case AgUi.TextMessageStart:
+                var id = Str(e, "messageId")!;
+                _openMessages[id] = new OpenMessage(id, Str(e, "role") ?? "assistant", runId);
+                break;
+            case AgUi.TextMessageContent:
+                if (_openMessages.TryGetValue(Str(e, "messageId")!, out var open))
+                {
+                    open.Text.Append(Str(e, "delta"));
+                }
+
+                break;
+            case AgUi.TextMessageEnd:
+                if (_openMessages.Remove(Str(e, "messageId")!, out var ended))
+                {
+                    var message = MessageFor(ended.Id, ended.Role);
+                    message["content"] = (Str(message, "content") ?? string.Empty) + ended.Text;
+                }
+
+                break;
+            case AgUi.ToolCallStart:
+                var callId = Str(e, "toolCallId")!;
+                _openToolCalls[callId] = new OpenToolCall(callId, Str(e, "toolCallName")!, Str(e, "parentMessageId"), runId);
+                break;
+            case AgUi.ToolCallArgs:
+                if (_openToolCalls.TryGetValue(Str(e, "toolCallId")!, out var call))
+                {
+                    call.Arguments.Append(Str(e, "delta"));
+                }
+
+                break;
+            case AgUi.ToolCallEnd:
+                if (_openToolCalls.Remove(Str(e, "toolCallId")!, out var done))
+                {
+                    var parent = MessageFor(done.ParentMessageId ?? done.Id, "assistant");
+                    var calls = parent["toolCalls"] as JsonArray ?? (JsonArray)(parent["toolCalls"] = new JsonArray());
+                    calls.Add(new JsonObject
+                    {
+                        ["id"] = done.Id,
+                        ["type"] = "function",
+                        ["function"] = new JsonObject { ["name"] = done.Name, ["arguments"] = done.Arguments.ToString() },
+                    });
+                }
+
+                break;
+            case AgUi.ToolCallResult:
+                var result = MessageFor(Str(e, "messageId")!, "tool");
+                result["content"] = Str(e, "content") ?? string.Empty;
+                result["toolCallId"] = Str(e, "toolCallId");
+                break;
+            case AgUi.MessagesSnapshot:
+                _messages.Clear();
+                _messagesById.Clear();
+                foreach (var m in ((JsonArray)e["messages"]!).OfType<JsonObject>())
+                {
+                    var copy = (JsonObject)m.DeepClone();
+                    _messages.Add(copy);
+                    if (Str(copy, "id") is { } mid)
+                    {
+                        _messagesById[mid] = copy;
+                    }
+                }
+
+                break;
+            case AgUi.StateSnapshot:
+                _state = e["snapshot"]?.DeepClone();
+                break;
+            case AgUi.StateDelta:
+                if (JsonPatch.TryApply(_state, (JsonArray)e["delta"]!, out var patched))
+                {
+                    _state = patched;
+                }
+
+                break;
+        }
+    }
+
+    /// <summary>
+    /// The catch-up: <c>MESSAGES_SNAPSHOT</c> and <c>STATE_SNAPSHOT</c>, then for each run in progress <c>RUN_STARTED</c>
+    /// and its open text messages (start plus one content with the text so far) and open tool calls.
+    /// </summary>
+    public IEnumerable<(JsonObject Body, string? RunId)> Snapshot()
+    {
+        yield return (AgUi.Event(AgUi.MessagesSnapshot, ("messages", new JsonArray(_messages.Select(m => (JsonNode)m.DeepClone()).ToArray()))), null);
+        yield return (AgUi.Event(AgUi.StateSnapshot, ("snapshot", _state?.DeepClone() ?? new JsonObject())), null);
+        foreach (var (runId, threadId) in _activeRuns)
+        {
+            yield return (AgUi.Event(AgUi.RunStarted, ("threadId", threadId), ("runId", runId)), runId);
+            foreach (var open in _openMessages.Values.Where(m => m.RunId == runId))
+            {
+                yield return (AgUi.Event(AgUi.TextMessageStart, ("messageId", open.Id), ("role", open.Role)), runId);
+                if (open.Text.Length > 0)
+                {
+                    yield return (AgUi.Event(AgUi.TextMessageContent, ("messageId", open.Id), ("delta", open.Text.ToString())), runId);
+                }
+            }
+
+            foreach (var call in _openToolCalls.Values.Where(c => c.RunId == runId))
+            {
+                yield return (AgUi.Event(AgUi.ToolCallStart, ("toolCallId", call.Id), ("toolCallName", call.Name), ("parentMessageId", call.ParentMessageId)), runId);
+                if (call.Arguments.Length > 0)
+                {
+                    yield return (AgUi.Event(AgUi.ToolCallArgs, ("toolCallId", call.Id), ("delta", call.Arguments.ToString())), runId);
+                }
+            }
+        }
+
+        // Text from publishers outside any run is in progress too.
+        foreach (var open in _openMessages.Values.Where(m => m.RunId is null || !_activeRuns.ContainsKey(m.RunId)))
+        {
+            yield return (AgUi.Event(AgUi.TextMessageStart, ("messageId", open.Id), ("role", open.Role)), open.RunId);
+            if (open.Text.Length > 0)
+            {
+                yield return (AgUi.Event(AgUi.TextMessageContent, ("messageId", open.Id), ("delta", open.Text.ToString())), open.RunId);
+            }
+        }
+    }
+
+    private JsonObject MessageFor(string id, string role)
+    {
+        if (!_messagesById.TryGetValue(id, out var message))
+        {
+            message = new JsonObject { ["id"] = id, ["role"] = role };
+            _messagesById[id] = message;
+            _messages.Add(message);
+        }
+
+        return message;
+    }
+
+    private static string? Str(JsonObject e, string name) =>
+        e[name] is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : null;
+
+    private sealed record OpenMessage(string Id, string Role, string? RunId)
+    {
+        public StringBuilder Text { get; } = new();
+    }
+
+    private sealed record OpenToolCall(string Id, string Name, string? ParentMessageId, string? RunId)
+    {
+        public StringBuilder Arguments { get; } = new();
+    }
+}

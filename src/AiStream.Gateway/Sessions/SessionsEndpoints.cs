@@ -1,0 +1,160 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using AiStream.Gateway.Completions;
+using Microsoft.Extensions.Options;
+
+namespace AiStream.Gateway.Sessions;
+
+/// <summary><c>/api/sessions/{id}</c>: session info, runs and backend publishing.</summary>
+internal static partial class SessionsEndpoints
+{
+    public static IEndpointRouteBuilder MapSessions(this IEndpointRouteBuilder app)
+    {
+        var sessions = app.MapGroup("/api/sessions/{sessionId}").WithTags("Sessions");
+        sessions.MapGet("/", InfoAsync);
+        sessions.MapPost("/runs", StartRunAsync);
+        sessions.MapPost("/runs/{runId}/cancel", CancelRunAsync);
+        sessions.MapPost("/events", PublishAsync);
+        return app;
+    }
+
+    /// <summary>Session ids are path segments and Redis key parts: letters, digits and <c>._:-</c>, up to 128.</summary>
+    public static ApiError? CheckSessionId(string sessionId) =>
+        SessionIdPattern().IsMatch(sessionId) ? null
+            : ApiError.BadRequest("A session id is 1 to 128 letters, digits or . _ : -", "sessionId", "invalid_session_id");
+
+    private static async Task<IResult> InfoAsync(string sessionId, ISessionStore store, CancellationToken cancellationToken) =>
+        CheckSessionId(sessionId) is { } error ? error.ToResult()
+            : TypedResults.Json(await store.InfoAsync(sessionId, cancellationToken), SessionsJsonContext.Default.SessionInfo);
+
+    private static async Task<IResult> StartRunAsync(string sessionId, HttpRequest request, RunManager runs, CancellationToken cancellationToken)
+    {
+        if (CheckSessionId(sessionId) is { } idError)
+        {
+            return idError.ToResult();
+        }
+
+        var (body, parseError) = await ReadJsonAsync(request, 1024 * 1024, cancellationToken);
+        if (parseError is not null)
+        {
+            return parseError.ToResult();
+        }
+
+        if (body is not JsonObject run)
+        {
+            return ApiError.BadRequest("The body must be a JSON object.").ToResult();
+        }
+
+        if (run["messages"] is { } messages && messages is not JsonArray)
+        {
+            return ApiError.BadRequest("'messages' must be an array.", "messages").ToResult();
+        }
+
+        foreach (var name in (ReadOnlySpan<string>)["model", "prompt"])
+        {
+            if (run[name] is { } value && value.GetValueKind() != JsonValueKind.String)
+            {
+                return ApiError.BadRequest($"'{name}' must be a string.", name).ToResult();
+            }
+        }
+
+        if (run["variables"] is { } variables && variables is not JsonObject)
+        {
+            return ApiError.BadRequest("'variables' must be an object.", "variables").ToResult();
+        }
+
+        var (runId, error) = await runs.StartAsync(sessionId,
+            new RunRequest(run["messages"] as JsonArray, (run["model"] as JsonValue)?.GetValue<string>(), (run["prompt"] as JsonValue)?.GetValue<string>()),
+            cancellationToken);
+        return error is not null
+            ? error.ToResult()
+            : TypedResults.Json(new RunAccepted(runId!, sessionId), SessionsJsonContext.Default.RunAccepted, statusCode: StatusCodes.Status202Accepted);
+    }
+
+    private static async Task<IResult> CancelRunAsync(string sessionId, string runId, RunManager runs)
+    {
+        var outcome = await runs.CancelAsync(sessionId, runId, "requested");
+        return outcome is null
+            ? new ApiError(StatusCodes.Status404NotFound, $"No active run '{runId}' in session '{sessionId}'.", "invalid_request_error", "run_not_found", "runId").ToResult()
+            : TypedResults.Json(new RunCancelResult(runId, outcome), SessionsJsonContext.Default.RunCancelResult);
+    }
+
+    private static async Task<IResult> PublishAsync(
+        string sessionId, HttpRequest request, ISessionStore store, IOptions<SessionsOptions> options, CancellationToken cancellationToken)
+    {
+        if (CheckSessionId(sessionId) is { } idError)
+        {
+            return idError.ToResult();
+        }
+
+        var limits = options.Value;
+        var (body, parseError) = await ReadJsonAsync(request, (long)limits.MaxEventBytes * Math.Min(limits.MaxPublishBatch, 64), cancellationToken);
+        if (parseError is not null)
+        {
+            return parseError.ToResult();
+        }
+
+        var items = body is JsonArray array ? array.ToList() : [body];
+        if (items.Count == 0 || items.Count > limits.MaxPublishBatch)
+        {
+            return ApiError.BadRequest($"Publish one event or a batch of 1 to {limits.MaxPublishBatch}.", "events").ToResult();
+        }
+
+        var events = new List<JsonObject>(items.Count);
+        for (var i = 0; i < items.Count; i++)
+        {
+            if (EventValidator.Validate(items[i], sessionId, out var e) is { } error)
+            {
+                return ApiError.BadRequest($"Event {i}: {error}.", items.Count == 1 ? "event" : $"events[{i}]", "invalid_event").ToResult();
+            }
+
+            if (e!.ToJsonString().Length > limits.MaxEventBytes)
+            {
+                return ApiError.BadRequest($"Event {i} is larger than {limits.MaxEventBytes} bytes.", $"events[{i}]", "event_too_large").ToResult();
+            }
+
+            events.Add(e);
+        }
+
+        var key = request.Headers["Idempotency-Key"].ToString();
+        if (key.Length > 256)
+        {
+            return ApiError.BadRequest("Idempotency-Key is at most 256 characters.", "Idempotency-Key").ToResult();
+        }
+
+        var result = await store.AppendAsync(sessionId, events, null, key.Length == 0 ? null : key, cancellationToken);
+        return TypedResults.Json(new PublishResult(result.Seqs, result.Replayed), SessionsJsonContext.Default.PublishResult,
+            statusCode: result.Replayed ? StatusCodes.Status200OK : StatusCodes.Status201Created);
+    }
+
+    /// <summary>Reads a JSON body up to <paramref name="limit"/> bytes; 400 for bad JSON, 413 past the limit.</summary>
+    internal static async Task<(JsonNode? Body, ApiError? Error)> ReadJsonAsync(HttpRequest request, long limit, CancellationToken cancellationToken)
+    {
+        if (request.HttpContext.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
+        {
+            size.MaxRequestBodySize = limit;
+        }
+
+        if (request.ContentLength > limit)
+        {
+            return (null, new ApiError(StatusCodes.Status413PayloadTooLarge, $"The body is larger than {limit} bytes.", "invalid_request_error", "request_too_large"));
+        }
+
+        try
+        {
+            return (await JsonNode.ParseAsync(request.Body, cancellationToken: cancellationToken), null);
+        }
+        catch (JsonException ex)
+        {
+            return (null, ApiError.BadRequest($"The body is not valid JSON: {ex.Message}", code: "invalid_json"));
+        }
+        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            return (null, new ApiError(StatusCodes.Status413PayloadTooLarge, $"The body is larger than {limit} bytes.", "invalid_request_error", "request_too_large"));
+        }
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9._:-]{1,128}$")]
+    private static partial Regex SessionIdPattern();
+}

@@ -1,0 +1,205 @@
+using System.Threading.Tasks.Sources;
+
+namespace AiStream.Gateway.Sessions;
+
+/// <summary>
+/// One watcher's bounded queue. Appends never wait for it: a behind subscriber gets its consecutive text deltas
+/// merged, and past the hard limit it is closed with a reason (it can resume from its last position). Writers drain
+/// everything queued at once and write it with one flush, holding no lock while they do.
+/// </summary>
+internal sealed class Subscriber(int coalesceThreshold, int hardLimit)
+{
+    private readonly Lock _lock = new();
+    private readonly AsyncSignal _signal = new();
+    private SessionEvent[] _ring = new SessionEvent[16];
+    private int _head;
+    private int _count;
+    private bool _heartbeatDue;
+
+    /// <summary>Why the subscriber was closed, when it was closed by the gateway (for example it fell behind).</summary>
+    public string? CloseReason { get; private set; }
+
+    public bool IsClosed { get; private set; }
+
+    /// <summary>Only events of this run are wanted (the AG-UI endpoint streams its own run).</summary>
+    public string? RunFilter { get; init; }
+
+    /// <summary>Events merged away while this subscriber was behind.</summary>
+    public long Coalesced { get; private set; }
+
+    /// <summary>Queues an event; returns false when the subscriber is closed.</summary>
+    public bool Enqueue(SessionEvent e)
+    {
+        if (RunFilter is not null && e.RunId != RunFilter)
+        {
+            return !IsClosed;
+        }
+
+        lock (_lock)
+        {
+            if (IsClosed)
+            {
+                return false;
+            }
+
+            if (_count >= coalesceThreshold && e.Type == AgUi.TextMessageContent && _count > 0)
+            {
+                ref var last = ref _ring[(_head + _count - 1) % _ring.Length];
+                if (last.Type == AgUi.TextMessageContent && last.MessageId == e.MessageId)
+                {
+                    last = last.MergeWith(e);
+                    Coalesced++;
+                    return true;
+                }
+            }
+
+            if (_count >= hardLimit)
+            {
+                IsClosed = true;
+                CloseReason = $"The subscriber fell {_count} events behind and was disconnected; resume after seq {LastQueuedSeqLocked()}.";
+            }
+            else
+            {
+                if (_count == _ring.Length)
+                {
+                    Grow();
+                }
+
+                _ring[(_head + _count) % _ring.Length] = e;
+                _count++;
+            }
+        }
+
+        _signal.Set();
+        return !IsClosed;
+    }
+
+    /// <summary>Asks the writer to send a heartbeat if nothing else wakes it.</summary>
+    public void RequestHeartbeat()
+    {
+        lock (_lock)
+        {
+            _heartbeatDue = true;
+        }
+
+        _signal.Set();
+    }
+
+    /// <summary>Closes the subscriber (the client left); the writer wakes and stops.</summary>
+    public void Close(string? reason = null)
+    {
+        lock (_lock)
+        {
+            if (IsClosed)
+            {
+                return;
+            }
+
+            IsClosed = true;
+            CloseReason ??= reason;
+        }
+
+        _signal.Set();
+    }
+
+    /// <summary>
+    /// Waits until something is queued, then moves everything queued into <paramref name="batch"/>. Returns false once
+    /// the subscriber is closed and drained; <c>Heartbeat</c> says a heartbeat is due.
+    /// </summary>
+    public async ValueTask<(bool Open, bool Heartbeat)> DrainAsync(List<SessionEvent> batch)
+    {
+        while (true)
+        {
+            bool due;
+            lock (_lock)
+            {
+                due = _heartbeatDue;
+                _heartbeatDue = false;
+                while (_count > 0)
+                {
+                    batch.Add(_ring[_head]);
+                    _ring[_head] = null!;
+                    _head = (_head + 1) % _ring.Length;
+                    _count--;
+                }
+
+                if (batch.Count > 0 || due)
+                {
+                    return (true, due);
+                }
+
+                if (IsClosed)
+                {
+                    return (false, false);
+                }
+            }
+
+            await _signal.WaitAsync().ConfigureAwait(false);
+        }
+    }
+
+    private long LastQueuedSeqLocked() => _count == 0 ? 0 : _ring[(_head + _count - 1) % _ring.Length].Seq;
+
+    private void Grow()
+    {
+        var bigger = new SessionEvent[_ring.Length * 2];
+        for (var i = 0; i < _count; i++)
+        {
+            bigger[i] = _ring[(_head + i) % _ring.Length];
+        }
+
+        _ring = bigger;
+        _head = 0;
+    }
+}
+
+/// <summary>
+/// A reusable single-waiter signal: a set before the wait is remembered, and waiting allocates nothing, so waking a
+/// subscriber per token costs no garbage. Hand-written because SemaphoreSlim allocates a task per wait.
+/// </summary>
+internal sealed class AsyncSignal : IValueTaskSource
+{
+    private readonly Lock _lock = new();
+    private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = true };
+    private bool _signaled;
+    private bool _waiting;
+
+    public void Set()
+    {
+        lock (_lock)
+        {
+            if (!_waiting)
+            {
+                _signaled = true;
+                return;
+            }
+
+            _waiting = false;
+        }
+
+        _core.SetResult(true);
+    }
+
+    public ValueTask WaitAsync()
+    {
+        lock (_lock)
+        {
+            if (_signaled)
+            {
+                _signaled = false;
+                return ValueTask.CompletedTask;
+            }
+
+            _core.Reset();
+            _waiting = true;
+            return new ValueTask(this, _core.Version);
+        }
+    }
+
+    void IValueTaskSource.GetResult(short token) => _core.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _core.GetStatus(token);
+
+    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _core.OnCompleted(continuation, state, token, flags);
+}

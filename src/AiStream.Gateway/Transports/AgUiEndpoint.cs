@@ -1,0 +1,119 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using AiStream.Gateway.Completions;
+using AiStream.Gateway.Sessions;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Options;
+
+namespace AiStream.Gateway.Transports;
+
+/// <summary>
+/// <c>POST /agui</c>: an AG-UI agent endpoint. Takes <c>RunAgentInput</c> (<c>threadId</c> is the session id), starts a
+/// run in that session and streams the run's events in the AG-UI SSE encoding until it finishes. Everyone watching
+/// the session sees the same run.
+/// </summary>
+internal static class AgUiEndpoint
+{
+    public static IEndpointRouteBuilder MapAgUi(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/agui", RunAsync).WithTags("AG-UI");
+        return app;
+    }
+
+    private static async Task<IResult> RunAsync(HttpContext context, ISessionStore store, RunManager runs, IOptions<SessionsOptions> sessionOptions)
+    {
+        var cancellationToken = context.RequestAborted;
+        var (node, parseError) = await SessionsEndpoints.ReadJsonAsync(context.Request, 4 * 1024 * 1024, cancellationToken);
+        if (parseError is not null)
+        {
+            return parseError.ToResult();
+        }
+
+        if (node is not JsonObject input)
+        {
+            return ApiError.BadRequest("RunAgentInput must be a JSON object.").ToResult();
+        }
+
+        if (input["threadId"] is not JsonValue thread || thread.GetValueKind() != JsonValueKind.String)
+        {
+            return ApiError.BadRequest("'threadId' (the session id) must be a string.", "threadId").ToResult();
+        }
+
+        var sessionId = thread.GetValue<string>();
+        if (SessionsEndpoints.CheckSessionId(sessionId) is { } idError)
+        {
+            return idError.ToResult();
+        }
+
+        var runId = input["runId"] is JsonValue run && run.GetValueKind() == JsonValueKind.String && run.GetValue<string>().Length > 0
+            ? run.GetValue<string>()
+            : "run_" + Guid.NewGuid().ToString("N")[..20];
+        if (input["messages"] is { } messages && messages is not JsonArray)
+        {
+            return ApiError.BadRequest("'messages' must be an array.", "messages").ToResult();
+        }
+
+        var model = input["forwardedProps"] is JsonObject props && props["model"] is JsonValue m && m.GetValueKind() == JsonValueKind.String
+            ? m.GetValue<string>()
+            : null;
+
+        // Subscribe to this run's events before it starts, so RUN_STARTED is the first thing streamed.
+        var options = sessionOptions.Value;
+        var subscriber = new Subscriber(options.CoalesceThreshold, options.SubscriberHardLimit) { RunFilter = runId };
+        await store.SubscribeAsync(sessionId, null, subscriber, cancellationToken);
+        try
+        {
+            if (input["state"] is JsonObject { Count: > 0 } state)
+            {
+                await store.AppendAsync(sessionId, [AgUi.Event(AgUi.StateSnapshot, ("snapshot", state.DeepClone()))], null, null, cancellationToken);
+            }
+
+            var (_, error) = await runs.StartAsync(sessionId, new RunRequest(input["messages"] as JsonArray, model, null, runId), cancellationToken);
+            if (error is not null)
+            {
+                return error.ToResult();
+            }
+
+            var response = context.Response;
+            response.ContentType = "text/event-stream; charset=utf-8";
+            response.Headers.CacheControl = "no-cache";
+            response.Headers["X-Accel-Buffering"] = "no";
+            context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+            using var registration = cancellationToken.Register(static s => ((Subscriber)s!).Close(), subscriber);
+            var writer = response.BodyWriter;
+            var batch = new List<SessionEvent>(64);
+            var finished = false;
+            while (!finished)
+            {
+                var (open, _) = await subscriber.DrainAsync(batch);
+                if (!open)
+                {
+                    break;
+                }
+
+                foreach (var e in batch)
+                {
+                    SessionFrames.Write(writer, e);
+                    if (e.Type is AgUi.RunFinished or AgUi.RunError)
+                    {
+                        finished = true;
+                        break;
+                    }
+                }
+
+                batch.Clear();
+                await writer.FlushAsync(cancellationToken);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The caller left; the run goes on for everyone else watching the session.
+        }
+        finally
+        {
+            store.Unsubscribe(sessionId, subscriber);
+        }
+
+        return Results.Empty;
+    }
+}

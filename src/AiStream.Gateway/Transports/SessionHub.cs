@@ -1,0 +1,194 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using AiStream.Gateway.Sessions;
+using Microsoft.AspNetCore.SignalR;
+using Microsoft.Extensions.Options;
+
+namespace AiStream.Gateway.Transports;
+
+/// <summary>
+/// <c>/hubs/sessions</c>: the session log over SignalR. One connection can join many sessions; each join gets the
+/// same events, JSON and positions as the SSE watch, sent to the client method <c>Event(sessionId, event)</c>.
+/// </summary>
+internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore store, RunManager runs) : Hub
+{
+    /// <summary>Joins a session: a replay after <paramref name="afterSeq"/> or a catch-up snapshot, then the live tail.</summary>
+    public async Task<JoinResult> Join(string sessionId, long? afterSeq)
+    {
+        Check(sessionId);
+        return await subscriptions.JoinAsync(Context.ConnectionId, sessionId, afterSeq, Context.ConnectionAborted);
+    }
+
+    public Task Leave(string sessionId)
+    {
+        subscriptions.Leave(Context.ConnectionId, sessionId);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Starts a run (same body as <c>POST /api/sessions/{id}/runs</c>) and returns its id.</summary>
+    public async Task<string> StartRun(string sessionId, JsonElement request)
+    {
+        Check(sessionId);
+        if (request.ValueKind != JsonValueKind.Object)
+        {
+            throw new HubException("The run request must be an object.");
+        }
+
+        var body = JsonObject.Create(request)!;
+        var (runId, error) = await runs.StartAsync(sessionId,
+            new RunRequest(body["messages"] as JsonArray, (body["model"] as JsonValue)?.ToString(), (body["prompt"] as JsonValue)?.ToString()),
+            Context.ConnectionAborted);
+        return error is null ? runId! : throw new HubException(error.Message);
+    }
+
+    /// <summary>Cancels a run; returns its outcome.</summary>
+    public async Task<string> CancelRun(string sessionId, string runId) =>
+        await runs.CancelAsync(sessionId, runId, "requested") ?? throw new HubException($"No active run '{runId}' in session '{sessionId}'.");
+
+    /// <summary>Publishes one AG-UI event; returns its position.</summary>
+    public async Task<long> Publish(string sessionId, JsonElement @event)
+    {
+        Check(sessionId);
+        if (EventValidator.Validate(JsonNode.Parse(@event.GetRawText()), sessionId, out var body) is { } error)
+        {
+            throw new HubException($"Invalid event: {error}.");
+        }
+
+        var result = await store.AppendAsync(sessionId, [body!], null, null, Context.ConnectionAborted);
+        return result.Seqs[0];
+    }
+
+    public override Task OnDisconnectedAsync(Exception? exception)
+    {
+        subscriptions.LeaveAll(Context.ConnectionId);
+        return base.OnDisconnectedAsync(exception);
+    }
+
+    private static void Check(string sessionId)
+    {
+        if (SessionsEndpoints.CheckSessionId(sessionId) is { } error)
+        {
+            throw new HubException(error.Message);
+        }
+    }
+}
+
+/// <summary>What <c>Join</c> answers.</summary>
+internal sealed record JoinResult(
+    [property: JsonPropertyName("sessionId")] string SessionId,
+    [property: JsonPropertyName("headSeq")] long HeadSeq,
+    [property: JsonPropertyName("snapshot")] bool Snapshot);
+
+/// <summary>An event's already-serialised JSON, written into SignalR messages as it is.</summary>
+[JsonConverter(typeof(RawEventConverter))]
+internal sealed class RawEvent(byte[] json)
+{
+    public byte[] Json { get; } = json;
+}
+
+/// <summary>Writes <see cref="RawEvent"/> bytes verbatim; the event was serialised once, at append.</summary>
+internal sealed class RawEventConverter : JsonConverter<RawEvent>
+{
+    public override RawEvent Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) =>
+        new(JsonDocument.ParseValue(ref reader).RootElement.GetRawText() is var text ? System.Text.Encoding.UTF8.GetBytes(text) : []);
+
+    public override void Write(Utf8JsonWriter writer, RawEvent value, JsonSerializerOptions options) =>
+        writer.WriteRawValue(value.Json, skipInputValidation: true);
+}
+
+/// <summary>
+/// Each (connection, session) join has its own bounded subscriber and a pump that sends its events in order.
+/// A slow connection only ever slows its own pump.
+/// </summary>
+internal sealed class HubSubscriptions(
+    ISessionStore store, IHubContext<SessionHub> hub, IOptions<SessionsOptions> options, ILogger<SessionSubscriberLog> logger)
+{
+    private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, Pump>> _connections = new(StringComparer.Ordinal);
+
+    public async Task<JoinResult> JoinAsync(string connectionId, string sessionId, long? afterSeq, CancellationToken connectionAborted)
+    {
+        Leave(connectionId, sessionId);
+        var subscriber = new Subscriber(options.Value.CoalesceThreshold, options.Value.SubscriberHardLimit);
+        var first = await store.SubscribeAsync(sessionId, afterSeq, subscriber, connectionAborted);
+        SessionSubscriberLog.Joined(logger, sessionId, afterSeq ?? -1, first.HeadSeq, first.IsSnapshot);
+        var pump = new Pump(subscriber);
+        _connections.GetOrAdd(connectionId, _ => new(StringComparer.Ordinal))[sessionId] = pump;
+        pump.Task = Task.Run(() => PumpAsync(connectionId, sessionId, pump, first.Events), CancellationToken.None);
+        return new JoinResult(sessionId, first.HeadSeq, first.IsSnapshot);
+    }
+
+    public void Leave(string connectionId, string sessionId)
+    {
+        if (_connections.TryGetValue(connectionId, out var sessions) && sessions.TryRemove(sessionId, out var pump))
+        {
+            store.Unsubscribe(sessionId, pump.Subscriber);
+        }
+    }
+
+    public void LeaveAll(string connectionId)
+    {
+        if (_connections.TryRemove(connectionId, out var sessions))
+        {
+            foreach (var (sessionId, pump) in sessions)
+            {
+                store.Unsubscribe(sessionId, pump.Subscriber);
+            }
+        }
+    }
+
+    private async Task PumpAsync(string connectionId, string sessionId, Pump pump, IReadOnlyList<SessionEvent> first)
+    {
+        var client = hub.Clients.Client(connectionId);
+        try
+        {
+            foreach (var e in first)
+            {
+                await client.SendAsync("Event", sessionId, new RawEvent(e.Json));
+            }
+
+            var batch = new List<SessionEvent>(64);
+            while (true)
+            {
+                var (open, _) = await pump.Subscriber.DrainAsync(batch);
+                if (!open)
+                {
+                    break;
+                }
+
+                foreach (var e in batch)
+                {
+                    await client.SendAsync("Event", sessionId, new RawEvent(e.Json));
+                }
+
+                batch.Clear();
+            }
+
+            if (pump.Subscriber.CloseReason is { } reason)
+            {
+                SessionSubscriberLog.Dropped(logger, sessionId, reason);
+                await client.SendAsync("Dropped", sessionId, reason);
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException)
+        {
+            // The connection went away; OnDisconnectedAsync cleans up.
+        }
+        finally
+        {
+            if (_connections.TryGetValue(connectionId, out var sessions))
+            {
+                sessions.TryRemove(new KeyValuePair<string, Pump>(sessionId, pump));
+            }
+
+            store.Unsubscribe(sessionId, pump.Subscriber);
+        }
+    }
+
+    private sealed class Pump(Subscriber subscriber)
+    {
+        public Subscriber Subscriber { get; } = subscriber;
+        public Task? Task { get; set; }
+    }
+}

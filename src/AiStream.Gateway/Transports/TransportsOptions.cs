@@ -1,0 +1,18 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace AiStream.Gateway.Transports;
+
+/// <summary>The <c>AiStream:Transports</c> section: SSE and SignalR delivery of session events.</summary>
+public sealed class TransportsOptions
+{
+    /// <summary>Configuration section name.</summary>
+    public const string SectionName = "AiStream:Transports";
+
+    /// <summary>Interval of SSE comment heartbeats on an idle watch, in seconds. Default 15.</summary>
+    [Range(0.1, 3600)]
+    public double SseHeartbeatSeconds { get; set; } = 15;
+
+    /// <summary>The <c>retry:</c> hint sent to EventSource clients, in milliseconds. Default 2000.</summary>
+    [Range(0, 600_000)]
+    public int SseRetryMilliseconds { get; set; } = 2_000;
+}

@@ -90,7 +90,6 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time)
 
     public AppendResult Append(IReadOnlyList<JsonObject> bodies, string? runId, string? idempotencyKey)
     {
-        Subscriber[] subscribers;
         var appended = new SessionEvent[bodies.Count];
         lock (_lock)
         {
@@ -120,20 +119,25 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time)
                 _idempotency[idempotencyKey] = (appended.Select(e => e.Seq).ToArray(), now);
             }
 
-            // Queue for every subscriber inside the lock so that each sees the log's order; queuing never blocks.
-            subscribers = _subscribers.Count == 0 ? [] : [.. _subscribers];
-            foreach (var subscriber in subscribers)
+            // Queue for every subscriber inside the lock so that each sees the log's order; queuing never blocks and
+            // never touches a socket.
+            var closed = false;
+            foreach (var subscriber in _subscribers)
             {
                 foreach (var e in appended)
                 {
                     if (!subscriber.Enqueue(e))
                     {
+                        closed = true;
                         break;
                     }
                 }
             }
 
-            _subscribers.RemoveAll(s => s.IsClosed);
+            if (closed)
+            {
+                _subscribers.RemoveAll(s => s.IsClosed);
+            }
         }
 
         return new AppendResult(appended, false, appended.Select(e => e.Seq).ToArray());

@@ -1,0 +1,98 @@
+using System.Text.Json.Nodes;
+using AiStream.Gateway.Sessions;
+
+namespace AiStream.Tests.Sessions;
+
+public sealed class SessionProjectionTests
+{
+    private static void Apply(SessionProjection projection, string json, string? runId = null)
+    {
+        var e = (JsonObject)JsonNode.Parse(json)!;
+        projection.Apply(e["type"]!.GetValue<string>(), e, runId);
+    }
+
+    private static List<JsonObject> Snapshot(SessionProjection projection) => projection.Snapshot().Select(s => s.Body).ToList();
+
+    [Fact]
+    public void Snapshot_RunInProgress_SummarisesConversationStateAndPartialText()
+    {
+        var p = new SessionProjection();
+        Apply(p, """{"type":"TEXT_MESSAGE_START","messageId":"u1","role":"user"}""");
+        Apply(p, """{"type":"TEXT_MESSAGE_CONTENT","messageId":"u1","delta":"hello"}""");
+        Apply(p, """{"type":"TEXT_MESSAGE_END","messageId":"u1"}""");
+        Apply(p, """{"type":"STATE_SNAPSHOT","snapshot":{"count":1}}""");
+        Apply(p, """{"type":"STATE_DELTA","delta":[{"op":"replace","path":"/count","value":2}]}""");
+        Apply(p, """{"type":"RUN_STARTED","threadId":"s","runId":"r1"}""", "r1");
+        Apply(p, """{"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}""", "r1");
+        Apply(p, """{"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"Hi"}""", "r1");
+        Apply(p, """{"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":" there"}""", "r1");
+
+        var snapshot = Snapshot(p);
+
+        Assert.Equal(["MESSAGES_SNAPSHOT", "STATE_SNAPSHOT", "RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"],
+            snapshot.Select(e => e["type"]!.GetValue<string>()));
+        Assert.Equal("""[{"id":"u1","role":"user","content":"hello"}]""", snapshot[0]["messages"]!.ToJsonString());
+        Assert.Equal("""{"count":2}""", snapshot[1]["snapshot"]!.ToJsonString());
+        Assert.Equal("r1", snapshot[2]["runId"]!.GetValue<string>());
+        Assert.Equal("a1", snapshot[3]["messageId"]!.GetValue<string>());
+        Assert.Equal("Hi there", snapshot[4]["delta"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void Snapshot_AfterRunFinished_HasTheAnswerInMessagesAndNoRun()
+    {
+        var p = new SessionProjection();
+        Apply(p, """{"type":"RUN_STARTED","threadId":"s","runId":"r1"}""", "r1");
+        Apply(p, """{"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}""", "r1");
+        Apply(p, """{"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"Done."}""", "r1");
+        Apply(p, """{"type":"TEXT_MESSAGE_END","messageId":"a1"}""", "r1");
+        Apply(p, """{"type":"TOOL_CALL_START","toolCallId":"t1","toolCallName":"lookup","parentMessageId":"a1"}""", "r1");
+        Apply(p, """{"type":"TOOL_CALL_ARGS","toolCallId":"t1","delta":"{\"q\":"}""", "r1");
+        Apply(p, """{"type":"TOOL_CALL_ARGS","toolCallId":"t1","delta":"1}"}""", "r1");
+        Apply(p, """{"type":"TOOL_CALL_END","toolCallId":"t1"}""", "r1");
+        Apply(p, """{"type":"TOOL_CALL_RESULT","messageId":"tr1","toolCallId":"t1","content":"42"}""", "r1");
+        Apply(p, """{"type":"RUN_FINISHED","threadId":"s","runId":"r1"}""", "r1");
+
+        var snapshot = Snapshot(p);
+
+        Assert.Equal(["MESSAGES_SNAPSHOT", "STATE_SNAPSHOT"], snapshot.Select(e => e["type"]!.GetValue<string>()));
+        Assert.Equal(
+            """[{"id":"a1","role":"assistant","content":"Done.","toolCalls":[{"id":"t1","type":"function","function":{"name":"lookup","arguments":"{\u0022q\u0022:1}"}}]},{"id":"tr1","role":"tool","content":"42","toolCallId":"t1"}]""",
+            snapshot[0]["messages"]!.ToJsonString());
+        Assert.Empty(p.ActiveRuns);
+    }
+
+    [Fact]
+    public void Apply_RunError_EndsTheRunItBelongsTo()
+    {
+        var p = new SessionProjection();
+        Apply(p, """{"type":"RUN_STARTED","threadId":"s","runId":"r1"}""", "r1");
+        Apply(p, """{"type":"RUN_ERROR","message":"boom"}""", "r1");
+
+        Assert.Empty(p.ActiveRuns);
+    }
+
+    [Fact]
+    public void Apply_MessagesSnapshot_ReplacesTheConversation()
+    {
+        var p = new SessionProjection();
+        Apply(p, """{"type":"TEXT_MESSAGE_START","messageId":"old","role":"user"}""");
+        Apply(p, """{"type":"TEXT_MESSAGE_CONTENT","messageId":"old","delta":"x"}""");
+        Apply(p, """{"type":"TEXT_MESSAGE_END","messageId":"old"}""");
+        Apply(p, """{"type":"MESSAGES_SNAPSHOT","messages":[{"id":"n1","role":"user","content":"new"}]}""");
+
+        Assert.Equal("n1", Assert.Single(p.Messages)["id"]!.GetValue<string>());
+        Assert.True(p.HasMessage("n1"));
+        Assert.False(p.HasMessage("old"));
+    }
+
+    [Fact]
+    public void Apply_InvalidStateDelta_KeepsTheState()
+    {
+        var p = new SessionProjection();
+        Apply(p, """{"type":"STATE_SNAPSHOT","snapshot":{"a":1}}""");
+        Apply(p, """{"type":"STATE_DELTA","delta":[{"op":"remove","path":"/nope"}]}""");
+
+        Assert.Equal("""{"a":1}""", Snapshot(p)[1]["snapshot"]!.ToJsonString());
+    }
+}

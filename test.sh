@@ -8,7 +8,7 @@ RESULTS="$ROOT/.artifacts/test-results"
 CONFIGURATION="${CONFIGURATION:-Release}"
 
 # Debian packages the test suites need, as "command:package". Only missing commands are installed.
-APT_NEEDS=()
+APT_NEEDS=("node:nodejs" "npm:npm")
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -69,4 +69,14 @@ done
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   failed=1
 fi
+
+log "Running end-to-end tests with the official JavaScript clients (tests/e2e)"
+E2E_SUMMARY="$RESULTS/e2e-summary.txt" CONFIGURATION="$CONFIGURATION" bash tests/e2e/run.sh
+e2e_status=$?
+e2e_get() { grep -o "$1=[0-9]*" "$RESULTS/e2e-summary.txt" 2>/dev/null | cut -d= -f2; }
+ep="$(e2e_get passed)"; ef="$(e2e_get failed)"; es="$(e2e_get skipped)"
+ef="${ef:-1}"
+if [ "$e2e_status" -ne 0 ] && [ "$ef" -eq 0 ]; then ef=1; fi
+passed=$((passed + ${ep:-0})); failed=$((failed + ef)); skipped=$((skipped + ${es:-0}))
+
 summary_and_exit "$passed" "$failed" "$skipped"

@@ -41,7 +41,7 @@ internal static class EventValidator
         return type switch
         {
             AgUi.RunStarted => DefaultThread(body, sessionId) ?? String(body, "runId"),
-            AgUi.RunFinished => DefaultThread(body, sessionId) ?? String(body, "runId"),
+            AgUi.RunFinished => DefaultThread(body, sessionId) ?? String(body, "runId") ?? Outcome(body),
             AgUi.RunError => String(body, "message"),
             AgUi.TextMessageStart => String(body, "messageId") ?? OptionalString(body, "role"),
             AgUi.TextMessageContent => String(body, "messageId") ?? String(body, "delta"),
@@ -58,6 +58,11 @@ internal static class EventValidator
             _ => null,
         };
     }
+
+    private static string? Outcome(JsonObject body) =>
+        body["outcome"] is null || (body["outcome"] is JsonObject outcome && outcome["type"] is JsonValue type && type.GetValueKind() == JsonValueKind.String)
+            ? null
+            : "'outcome' must be an object with a string 'type' (success, cancelled or interrupt)";
 
     private static string? DefaultThread(JsonObject body, string sessionId)
     {

@@ -206,8 +206,14 @@ internal sealed partial class RunManager(
             events.Add(AgUi.Event(AgUi.TextMessageEnd, ("messageId", messageId)));
         }
 
-        events.Add(AgUi.Event(AgUi.RunFinished, ("threadId", run.SessionId), ("runId", run.RunId), ("outcome", outcome),
-            ("reason", outcome == "cancelled" ? run.CancelReason ?? "requested" : null)));
+        // AG-UI 1.0's outcome is an object: {"type":"success"} or {"type":"cancelled"}; the log also says why.
+        var outcomeBody = new JsonObject { ["type"] = outcome };
+        if (outcome == "cancelled")
+        {
+            outcomeBody["reason"] = run.CancelReason ?? "requested";
+        }
+
+        events.Add(AgUi.Event(AgUi.RunFinished, ("threadId", run.SessionId), ("runId", run.RunId), ("outcome", outcomeBody)));
         await AppendAsync(run, [.. events]).ConfigureAwait(false);
         Log.RunEnded(logger, run.SessionId, run.RunId, outcome);
     }

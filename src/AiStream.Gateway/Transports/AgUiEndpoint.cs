@@ -93,7 +93,7 @@ internal static class AgUiEndpoint
 
                 foreach (var e in batch)
                 {
-                    SessionFrames.Write(writer, e);
+                    SessionFrames.Write(writer, AgUiStrict(e));
                     if (e.Type is AgUi.RunFinished or AgUi.RunError)
                     {
                         finished = true;
@@ -115,5 +115,32 @@ internal static class AgUiEndpoint
         }
 
         return Results.Empty;
+    }
+
+    /// <summary>
+    /// The event as the AG-UI schema has it: <c>@ag-ui/client</c> strips (and warns about) fields it does not know,
+    /// so the gateway's extras go (the position stays on the SSE <c>id:</c> line).
+    /// </summary>
+    private static SessionEvent AgUiStrict(SessionEvent e)
+    {
+        var body = e.ToJsonObject();
+        body.Remove("seq");
+        switch (e.Type)
+        {
+            case AgUi.RunFinished when body["outcome"] is JsonObject outcome:
+                outcome.Remove("reason");
+                break;
+            case AgUi.RunError:
+                body.Remove("runId");
+                break;
+        }
+
+        return new SessionEvent
+        {
+            Seq = e.Seq,
+            Type = e.Type,
+            Timestamp = e.Timestamp,
+            Json = JsonSerializer.SerializeToUtf8Bytes(body, SessionsJsonContext.Default.JsonObject),
+        };
     }
 }

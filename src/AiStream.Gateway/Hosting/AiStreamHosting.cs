@@ -1,5 +1,6 @@
 using AiStream.Gateway.Completions;
 using AiStream.Gateway.Diagnostics;
+using AiStream.Gateway.Presence;
 using AiStream.Gateway.Providers;
 using AiStream.Gateway.Resilience;
 using AiStream.Gateway.Sessions;
@@ -22,6 +23,7 @@ internal static class AiStreamHosting
         services.AddAiStreamCompletions();
         services.AddAiStreamDiagnostics();
         services.AddAiStreamSessions();
+        services.AddAiStreamPresence();
         services.AddAiStreamTransports();
         return builder;
     }
@@ -33,6 +35,7 @@ internal static class AiStreamHosting
         app.MapAiStreamHealth();
         app.MapCompletions();
         app.MapSessions();
+        app.MapPresence();
         app.MapSessionSse();
         app.MapAgUi();
         app.MapHub<SessionHub>("/hubs/sessions", options => options.AllowStatefulReconnects = true);
@@ -79,6 +82,13 @@ internal static class AiStreamHosting
         services.AddOptions<SessionsOptions>().BindConfiguration(SessionsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
         services.TryAddSingleton<ISessionStore, InMemorySessionStore>();
         services.TryAddSingleton<RunManager>();
+        return services;
+    }
+
+    private static IServiceCollection AddAiStreamPresence(this IServiceCollection services)
+    {
+        services.AddOptions<PresenceOptions>().BindConfiguration(PresenceOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.TryAddSingleton<PresenceStore>();
         return services;
     }
 

@@ -13,9 +13,12 @@ internal sealed partial class InMemorySessionStore : ISessionStore, IDisposable
     private readonly ILogger<InMemorySessionStore> _logger;
     private readonly ITimer _sweeper;
 
-    public InMemorySessionStore(IOptions<SessionsOptions> options, TimeProvider time, ILogger<InMemorySessionStore> logger)
+    private readonly int _presenceCap;
+
+    public InMemorySessionStore(IOptions<SessionsOptions> options, IOptions<Presence.PresenceOptions> presence, TimeProvider time, ILogger<InMemorySessionStore> logger)
     {
         _options = options.Value;
+        _presenceCap = presence.Value.SnapshotCap;
         _time = time;
         _logger = logger;
         _sweeper = time.CreateTimer(_ => Sweep(), null, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
@@ -46,7 +49,7 @@ internal sealed partial class InMemorySessionStore : ISessionStore, IDisposable
     public ValueTask<SessionInfo> InfoAsync(string sessionId, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Log(sessionId).Info(sessionId));
 
-    private SessionLog Log(string sessionId) => _sessions.GetOrAdd(sessionId, static (_, self) => new SessionLog(self._options, self._time), this);
+    private SessionLog Log(string sessionId) => _sessions.GetOrAdd(sessionId, static (_, self) => new SessionLog(self._options, self._time, self._presenceCap), this);
 
     private void Sweep()
     {
@@ -67,11 +70,11 @@ internal sealed partial class InMemorySessionStore : ISessionStore, IDisposable
 }
 
 /// <summary>One session: its bounded log, projection, subscribers and remembered idempotency keys, behind one lock.</summary>
-internal sealed class SessionLog(SessionsOptions options, TimeProvider time)
+internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int presenceSnapshotCap = 100)
 {
     private readonly Lock _lock = new();
     private readonly LinkedList<SessionEvent> _events = new();
-    private readonly SessionProjection _projection = new();
+    private readonly SessionProjection _projection = new() { PresenceSnapshotCap = presenceSnapshotCap };
     private readonly List<Subscriber> _subscribers = [];
     private readonly Dictionary<string, (long[] Seqs, DateTimeOffset At)> _idempotency = new(StringComparer.Ordinal);
     private long _head;

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using AiStream.Gateway.Completions;
 using AiStream.Gateway.Diagnostics;
+using AiStream.Gateway.Presence;
 using AiStream.Gateway.Providers;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Options;
@@ -21,6 +22,7 @@ internal sealed partial class RunManager(
     ModelCatalog catalog,
     ChatClientFactory clients,
     AiStreamMetrics metrics,
+    PresenceStore presence,
     IOptions<SessionsOptions> options,
     TimeProvider time,
     IHostApplicationLifetime lifetime,
@@ -142,6 +144,10 @@ internal sealed partial class RunManager(
         var messageId = NewId("msg");
         var textOpen = false;
         using var idleTimer = StartIdleWatch(run);
+        // The run is a member of the session too, so a dashboard shows a thinking agent the way it shows a person.
+        var agent = new MemberIdentity("agent:" + run.RunId, run.Route.Name, null, "agent");
+        await presence.ConnectAsync(run.SessionId, agent, run.RunId, new JsonObject { ["status"] = "thinking", ["runId"] = run.RunId }).ConfigureAwait(false);
+        using var renewal = time.CreateTimer(_ => presence.Renew(run.SessionId, agent.Id, run.RunId), null, presence.RenewInterval, presence.RenewInterval);
         try
         {
             var history = await store.MessagesAsync(run.SessionId, token).ConfigureAwait(false);
@@ -156,12 +162,15 @@ internal sealed partial class RunManager(
                             if (!textOpen)
                             {
                                 textOpen = true;
+                                await presence.SetStateAsync(run.SessionId, agent.Id, new JsonObject { ["status"] = "writing", ["runId"] = run.RunId }).ConfigureAwait(false);
                                 await AppendAsync(run, AgUi.Event(AgUi.TextMessageStart, ("messageId", messageId), ("role", "assistant"))).ConfigureAwait(false);
                             }
 
                             await AppendAsync(run, AgUi.Event(AgUi.TextMessageContent, ("messageId", messageId), ("delta", text.Text))).ConfigureAwait(false);
                             break;
                         case FunctionCallContent call:
+                            await presence.SetStateAsync(run.SessionId, agent.Id,
+                                new JsonObject { ["status"] = "calling_tool", ["tool"] = call.Name, ["runId"] = run.RunId }).ConfigureAwait(false);
                             var arguments = JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), ChunkRenderer.CompactJson);
                             await AppendAsync(run,
                                 AgUi.Event(AgUi.ToolCallStart, ("toolCallId", call.CallId), ("toolCallName", call.Name), ("parentMessageId", messageId)),
@@ -192,6 +201,7 @@ internal sealed partial class RunManager(
         }
         finally
         {
+            await presence.DisconnectAsync(run.SessionId, agent.Id, run.RunId, immediate: true).ConfigureAwait(false);
             _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
             run.Cancellation.Dispose();
         }

@@ -15,7 +15,11 @@ internal sealed class SessionProjection
     private readonly Dictionary<string, OpenMessage> _openMessages = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OpenToolCall> _openToolCalls = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _activeRuns = new(StringComparer.Ordinal); // runId -> threadId
+    private readonly Dictionary<string, JsonObject> _presence = new(StringComparer.Ordinal);
     private JsonNode? _state = new JsonObject();
+
+    /// <summary>Most members the catch-up snapshot lists; the total is always given.</summary>
+    public int PresenceSnapshotCap { get; init; } = 100;
 
     /// <summary>Runs started and not yet finished.</summary>
     public IReadOnlyCollection<string> ActiveRuns => _activeRuns.Keys;
@@ -105,6 +109,18 @@ internal sealed class SessionProjection
             case AgUi.StateSnapshot:
                 _state = e["snapshot"]?.DeepClone();
                 break;
+            case AgUi.Custom when Str(e, "name") is { } name && name.StartsWith("presence.", StringComparison.Ordinal)
+                && e["value"] is JsonObject member && Str(member, "id") is { } memberId:
+                if (name == "presence.leave")
+                {
+                    _presence.Remove(memberId);
+                }
+                else if (name is "presence.join" or "presence.update")
+                {
+                    _presence[memberId] = (JsonObject)member.DeepClone();
+                }
+
+                break;
             case AgUi.StateDelta:
                 if (JsonPatch.TryApply(_state, (JsonArray)e["delta"]!, out var patched))
                 {
@@ -123,6 +139,11 @@ internal sealed class SessionProjection
     {
         yield return (AgUi.Event(AgUi.MessagesSnapshot, ("messages", new JsonArray(_messages.Select(m => (JsonNode)m.DeepClone()).ToArray()))), null);
         yield return (AgUi.Event(AgUi.StateSnapshot, ("snapshot", _state?.DeepClone() ?? new JsonObject())), null);
+        yield return (AgUi.Event(AgUi.Custom, ("name", "presence.snapshot"), ("value", new JsonObject
+        {
+            ["members"] = new JsonArray(_presence.Values.Take(PresenceSnapshotCap).Select(m => (JsonNode)m.DeepClone()).ToArray()),
+            ["total"] = _presence.Count,
+        })), null);
         foreach (var (runId, threadId) in _activeRuns)
         {
             yield return (AgUi.Event(AgUi.RunStarted, ("threadId", threadId), ("runId", runId)), runId);

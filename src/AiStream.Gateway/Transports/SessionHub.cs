@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using AiStream.Gateway.Presence;
 using AiStream.Gateway.Sessions;
 using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.Options;
@@ -12,20 +13,48 @@ namespace AiStream.Gateway.Transports;
 /// <c>/hubs/sessions</c>: the session log over SignalR. One connection can join many sessions; each join gets the
 /// same events, JSON and positions as the SSE watch, sent to the client method <c>Event(sessionId, event)</c>.
 /// </summary>
-internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore store, RunManager runs) : Hub
+internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore store, RunManager runs, PresenceStore presence) : Hub
 {
+    private const string IdentityKey = "aistream.identity";
+
+    /// <summary>Reads the member identity from the hub URL (<c>?clientId=&amp;name=</c>); a bad one refuses the connection.</summary>
+    public override Task OnConnectedAsync()
+    {
+        var (identity, error) = ClientIdentity.FromQuery(Context.GetHttpContext()?.Request.Query ?? new QueryCollection());
+        if (identity is null)
+        {
+            throw new HubException("Invalid identity: " + error);
+        }
+
+        Context.Items[IdentityKey] = identity;
+        return base.OnConnectedAsync();
+    }
+
+    /// <summary>Updates the caller's presence state in a joined session (typing, viewing, prompting...).</summary>
+    public async Task SetState(string sessionId, JsonElement state)
+    {
+        Check(sessionId);
+        if (state.ValueKind != JsonValueKind.Object)
+        {
+            throw new HubException("The state must be an object.");
+        }
+
+        var result = await presence.SetStateAsync(sessionId, Identity.Id, JsonObject.Create(state)!);
+        if (result != PresenceUpdate.Applied)
+        {
+            throw new HubException(result == PresenceUpdate.TooLarge ? "The state is too large." : "Join the session before setting a state.");
+        }
+    }
+
+    private MemberIdentity Identity => (MemberIdentity)Context.Items[IdentityKey]!;
     /// <summary>Joins a session: a replay after <paramref name="afterSeq"/> or a catch-up snapshot, then the live tail.</summary>
     public async Task<JoinResult> Join(string sessionId, long? afterSeq)
     {
         Check(sessionId);
-        return await subscriptions.JoinAsync(Context.ConnectionId, sessionId, afterSeq, Context.ConnectionAborted);
+        return await subscriptions.JoinAsync(Context.ConnectionId, Identity, sessionId, afterSeq, Context.ConnectionAborted);
     }
 
-    public Task Leave(string sessionId)
-    {
-        subscriptions.Leave(Context.ConnectionId, sessionId);
-        return Task.CompletedTask;
-    }
+    public Task Leave(string sessionId) => subscriptions.LeaveAsync(Context.ConnectionId, sessionId);
 
     /// <summary>Starts a run (same body as <c>POST /api/sessions/{id}/runs</c>) and returns its id.</summary>
     public async Task<string> StartRun(string sessionId, JsonElement request)
@@ -60,10 +89,10 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
         return result.Seqs[0];
     }
 
-    public override Task OnDisconnectedAsync(Exception? exception)
+    public override async Task OnDisconnectedAsync(Exception? exception)
     {
-        subscriptions.LeaveAll(Context.ConnectionId);
-        return base.OnDisconnectedAsync(exception);
+        await subscriptions.LeaveAllAsync(Context.ConnectionId);
+        await base.OnDisconnectedAsync(exception);
     }
 
     private static void Check(string sessionId)
@@ -103,38 +132,52 @@ internal sealed class RawEventConverter : JsonConverter<RawEvent>
 /// A slow connection only ever slows its own pump.
 /// </summary>
 internal sealed class HubSubscriptions(
-    ISessionStore store, IHubContext<SessionHub> hub, IOptions<SessionsOptions> options, ILogger<SessionSubscriberLog> logger)
+    ISessionStore store, PresenceStore presence, IHubContext<SessionHub> hub, IOptions<SessionsOptions> options, TimeProvider time,
+    ILogger<SessionSubscriberLog> logger)
 {
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, Pump>> _connections = new(StringComparer.Ordinal);
 
-    public async Task<JoinResult> JoinAsync(string connectionId, string sessionId, long? afterSeq, CancellationToken connectionAborted)
+    public async Task<JoinResult> JoinAsync(string connectionId, MemberIdentity identity, string sessionId, long? afterSeq, CancellationToken connectionAborted)
     {
-        Leave(connectionId, sessionId);
+        await LeaveAsync(connectionId, sessionId, rejoining: true);
         var subscriber = new Subscriber(options.Value.CoalesceThreshold, options.Value.SubscriberHardLimit);
         var first = await store.SubscribeAsync(sessionId, afterSeq, subscriber, connectionAborted);
         SessionSubscriberLog.Joined(logger, sessionId, afterSeq ?? -1, first.HeadSeq, first.IsSnapshot);
-        var pump = new Pump(subscriber);
+        var pump = new Pump(subscriber, identity);
         _connections.GetOrAdd(connectionId, _ => new(StringComparer.Ordinal))[sessionId] = pump;
+        // Joining makes the member present; SignalR's own keep-alive ends a dead connection, which ends the join.
+        await presence.ConnectAsync(sessionId, identity, connectionId);
+        pump.Renewal = time.CreateTimer(_ => presence.Renew(sessionId, identity.Id, connectionId), null, presence.RenewInterval, presence.RenewInterval);
         pump.Task = Task.Run(() => PumpAsync(connectionId, sessionId, pump, first.Events), CancellationToken.None);
         return new JoinResult(sessionId, first.HeadSeq, first.IsSnapshot);
     }
 
-    public void Leave(string connectionId, string sessionId)
+    public async Task LeaveAsync(string connectionId, string sessionId, bool rejoining = false)
     {
         if (_connections.TryGetValue(connectionId, out var sessions) && sessions.TryRemove(sessionId, out var pump))
         {
-            store.Unsubscribe(sessionId, pump.Subscriber);
+            await StopAsync(connectionId, sessionId, pump, presenceToo: !rejoining);
         }
     }
 
-    public void LeaveAll(string connectionId)
+    public async Task LeaveAllAsync(string connectionId)
     {
         if (_connections.TryRemove(connectionId, out var sessions))
         {
             foreach (var (sessionId, pump) in sessions)
             {
-                store.Unsubscribe(sessionId, pump.Subscriber);
+                await StopAsync(connectionId, sessionId, pump, presenceToo: true);
             }
+        }
+    }
+
+    private async Task StopAsync(string connectionId, string sessionId, Pump pump, bool presenceToo)
+    {
+        store.Unsubscribe(sessionId, pump.Subscriber);
+        pump.Renewal?.Dispose();
+        if (presenceToo)
+        {
+            await presence.DisconnectAsync(sessionId, pump.Identity.Id, connectionId);
         }
     }
 
@@ -177,18 +220,18 @@ internal sealed class HubSubscriptions(
         }
         finally
         {
-            if (_connections.TryGetValue(connectionId, out var sessions))
+            if (_connections.TryGetValue(connectionId, out var sessions) && sessions.TryRemove(new KeyValuePair<string, Pump>(sessionId, pump)))
             {
-                sessions.TryRemove(new KeyValuePair<string, Pump>(sessionId, pump));
+                await StopAsync(connectionId, sessionId, pump, presenceToo: true);
             }
-
-            store.Unsubscribe(sessionId, pump.Subscriber);
         }
     }
 
-    private sealed class Pump(Subscriber subscriber)
+    private sealed class Pump(Subscriber subscriber, MemberIdentity identity)
     {
         public Subscriber Subscriber { get; } = subscriber;
+        public MemberIdentity Identity { get; } = identity;
         public Task? Task { get; set; }
+        public ITimer? Renewal { get; set; }
     }
 }

@@ -1,4 +1,5 @@
 using System.Globalization;
+using AiStream.Gateway.Presence;
 using AiStream.Gateway.Sessions;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
@@ -18,6 +19,7 @@ internal static partial class SessionSseEndpoint
         HttpContext context,
         string sessionId,
         ISessionStore store,
+        PresenceStore presence,
         IOptions<SessionsOptions> sessionOptions,
         IOptions<TransportsOptions> transportOptions,
         TimeProvider time,
@@ -46,8 +48,15 @@ internal static partial class SessionSseEndpoint
             after = parsed;
         }
 
+        var (identity, identityError) = ClientIdentity.FromQuery(context.Request.Query);
+        if (identity is null)
+        {
+            return Completions.ApiError.BadRequest(identityError!, "clientId", "invalid_identity").ToResult();
+        }
+
         var cancellationToken = context.RequestAborted;
         var response = context.Response;
+        response.Headers["X-AiStream-Client-Id"] = identity.Id;
         response.ContentType = "text/event-stream; charset=utf-8";
         response.Headers.CacheControl = "no-cache";
         response.Headers["X-Accel-Buffering"] = "no";
@@ -61,6 +70,10 @@ internal static partial class SessionSseEndpoint
         var heartbeat = TimeSpan.FromSeconds(transportOptions.Value.SseHeartbeatSeconds);
         using var heartbeats = time.CreateTimer(static s => ((Subscriber)s!).RequestHeartbeat(), subscriber, heartbeat, heartbeat);
         using var registration = cancellationToken.Register(static s => ((Subscriber)s!).Close(), subscriber);
+        // Watching makes the client present; the connection is renewed while it stays open.
+        var connectionId = context.TraceIdentifier;
+        await presence.ConnectAsync(sessionId, identity, connectionId);
+        using var renewal = time.CreateTimer(_ => presence.Renew(sessionId, identity.Id, connectionId), null, presence.RenewInterval, presence.RenewInterval);
         try
         {
             SessionFrames.WriteRetry(writer, transportOptions.Value.SseRetryMilliseconds);
@@ -111,6 +124,7 @@ internal static partial class SessionSseEndpoint
         finally
         {
             store.Unsubscribe(sessionId, subscriber);
+            await presence.DisconnectAsync(sessionId, identity.Id, connectionId);
         }
 
         return Results.Empty;

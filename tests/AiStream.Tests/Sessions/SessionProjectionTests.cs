@@ -29,13 +29,14 @@ public sealed class SessionProjectionTests
 
         var snapshot = Snapshot(p);
 
-        Assert.Equal(["MESSAGES_SNAPSHOT", "STATE_SNAPSHOT", "RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"],
+        Assert.Equal(["MESSAGES_SNAPSHOT", "STATE_SNAPSHOT", "CUSTOM", "RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"],
             snapshot.Select(e => e["type"]!.GetValue<string>()));
         Assert.Equal("""[{"id":"u1","role":"user","content":"hello"}]""", snapshot[0]["messages"]!.ToJsonString());
         Assert.Equal("""{"count":2}""", snapshot[1]["snapshot"]!.ToJsonString());
-        Assert.Equal("r1", snapshot[2]["runId"]!.GetValue<string>());
-        Assert.Equal("a1", snapshot[3]["messageId"]!.GetValue<string>());
-        Assert.Equal("Hi there", snapshot[4]["delta"]!.GetValue<string>());
+        Assert.Equal("presence.snapshot", snapshot[2]["name"]!.GetValue<string>());
+        Assert.Equal("r1", snapshot[3]["runId"]!.GetValue<string>());
+        Assert.Equal("a1", snapshot[4]["messageId"]!.GetValue<string>());
+        Assert.Equal("Hi there", snapshot[5]["delta"]!.GetValue<string>());
     }
 
     [Fact]
@@ -55,7 +56,7 @@ public sealed class SessionProjectionTests
 
         var snapshot = Snapshot(p);
 
-        Assert.Equal(["MESSAGES_SNAPSHOT", "STATE_SNAPSHOT"], snapshot.Select(e => e["type"]!.GetValue<string>()));
+        Assert.Equal(["MESSAGES_SNAPSHOT", "STATE_SNAPSHOT", "CUSTOM"], snapshot.Select(e => e["type"]!.GetValue<string>()));
         Assert.Equal(
             """[{"id":"a1","role":"assistant","content":"Done.","toolCalls":[{"id":"t1","type":"function","function":{"name":"lookup","arguments":"{\u0022q\u0022:1}"}}]},{"id":"tr1","role":"tool","content":"42","toolCallId":"t1"}]""",
             snapshot[0]["messages"]!.ToJsonString());
@@ -94,5 +95,25 @@ public sealed class SessionProjectionTests
         Apply(p, """{"type":"STATE_DELTA","delta":[{"op":"remove","path":"/nope"}]}""");
 
         Assert.Equal("""{"a":1}""", Snapshot(p)[1]["snapshot"]!.ToJsonString());
+    }
+
+    [Fact]
+    public void Snapshot_PresenceEvents_ListMembersUpToTheCapWithTheTotal()
+    {
+        var p = new SessionProjection { PresenceSnapshotCap = 2 };
+        foreach (var id in new[] { "a", "b", "c" })
+        {
+            Apply(p, """{"type":"CUSTOM","name":"presence.join","value":{"id":""" + "\"" + id + "\",\"name\":\"" + id + "\"" + ""","kind":"user","connections":1,"state":{}}}""");
+        }
+
+        Apply(p, """{"type":"CUSTOM","name":"presence.update","value":{"id":"a","name":"a","kind":"user","connections":1,"state":{"typing":true}}}""");
+        Apply(p, """{"type":"CUSTOM","name":"presence.leave","value":{"id":"b","name":"b","kind":"user","connections":0,"reason":"left"}}""");
+        Apply(p, """{"type":"CUSTOM","name":"other","value":{"id":"z"}}""");
+
+        var presence = Snapshot(p).Single(e => e["name"]?.GetValue<string>() == "presence.snapshot")["value"]!;
+
+        Assert.Equal(2, presence["total"]!.GetValue<int>());
+        Assert.Equal(["a", "c"], presence["members"]!.AsArray().Select(m => m!["id"]!.GetValue<string>()));
+        Assert.True(presence["members"]![0]!["state"]!["typing"]!.GetValue<bool>());
     }
 }

@@ -1,0 +1,102 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using AiStream.Gateway.Completions;
+using AiStream.Gateway.Sessions;
+
+namespace AiStream.Gateway.Presence;
+
+/// <summary><c>/api/sessions/{id}/presence</c>: who is here, and the state write side for SSE clients.</summary>
+internal static class PresenceEndpoints
+{
+    public static IEndpointRouteBuilder MapPresence(this IEndpointRouteBuilder app)
+    {
+        var presence = app.MapGroup("/api/sessions/{sessionId}/presence").WithTags("Presence");
+        presence.MapGet("/", List);
+        presence.MapPost("/state", SetStateAsync);
+        return app;
+    }
+
+    private static IResult List(string sessionId, PresenceStore store, int? limit)
+    {
+        if (SessionsEndpoints.CheckSessionId(sessionId) is { } error)
+        {
+            return error.ToResult();
+        }
+
+        if (limit is < 1)
+        {
+            return ApiError.BadRequest("'limit' must be 1 or more.", "limit").ToResult();
+        }
+
+        var (members, total) = store.List(sessionId, limit ?? 1000);
+        return TypedResults.Json(new PresenceList(sessionId, total, members), PresenceJsonContext.Default.PresenceList);
+    }
+
+    private static async Task<IResult> SetStateAsync(string sessionId, string? clientId, HttpRequest request, PresenceStore store, CancellationToken cancellationToken)
+    {
+        if (SessionsEndpoints.CheckSessionId(sessionId) is { } error)
+        {
+            return error.ToResult();
+        }
+
+        if (string.IsNullOrEmpty(clientId) || PresenceStore.CheckIdentity(clientId, null) is not null)
+        {
+            return ApiError.BadRequest("'clientId' (query) must name the member whose state this is.", "clientId").ToResult();
+        }
+
+        var (body, parseError) = await SessionsEndpoints.ReadJsonAsync(request, 64 * 1024, cancellationToken);
+        if (parseError is not null)
+        {
+            return parseError.ToResult();
+        }
+
+        if (body is not JsonObject state)
+        {
+            return ApiError.BadRequest("The state must be a JSON object.", "state").ToResult();
+        }
+
+        return await store.SetStateAsync(sessionId, clientId, state) switch
+        {
+            PresenceUpdate.Applied => TypedResults.NoContent(),
+            PresenceUpdate.TooLarge => ApiError.BadRequest("The state is larger than AiStream:Presence:MaxStateBytes.", "state", "state_too_large").ToResult(),
+            _ => new ApiError(StatusCodes.Status404NotFound, $"'{clientId}' is not present in session '{sessionId}'; watch the session first.",
+                "invalid_request_error", "not_present", "clientId").ToResult(),
+        };
+    }
+}
+
+/// <summary>The answer of <c>GET /api/sessions/{id}/presence</c>.</summary>
+internal sealed record PresenceList(
+    [property: JsonPropertyName("sessionId")] string SessionId,
+    [property: JsonPropertyName("total")] int Total,
+    [property: JsonPropertyName("members")] IReadOnlyList<JsonObject> Members);
+
+/// <summary>Source-generated serialization for presence.</summary>
+[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(PresenceList))]
+internal sealed partial class PresenceJsonContext : JsonSerializerContext;
+
+/// <summary>Reads the identity a client supplies until authentication provides one.</summary>
+internal static class ClientIdentity
+{
+    /// <summary>The identity from <c>clientId</c>, <c>name</c> and <c>color</c> query values; anonymous clients get an id.</summary>
+    public static (MemberIdentity? Identity, string? Error) FromQuery(IQueryCollection query)
+    {
+        var clientId = query["clientId"].ToString();
+        var name = query["name"].ToString();
+        var color = query["color"].ToString();
+        if (PresenceStore.CheckIdentity(clientId.Length == 0 ? null : clientId, name) is { } error)
+        {
+            return (null, error);
+        }
+
+        if (color.Length > 32)
+        {
+            return (null, "color is at most 32 characters");
+        }
+
+        var id = clientId.Length > 0 ? clientId : "anon-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6));
+        return (new MemberIdentity(id, name.Length > 0 ? name : id, color.Length > 0 ? color : null), null);
+    }
+}

@@ -11,6 +11,7 @@ import {
   Watcher,
   assertContiguous,
   assertRunShape,
+  isPresence,
   readSse,
   runSlice,
   sessionEventsUrl,
@@ -120,8 +121,10 @@ test('POST /agui streams exactly the run, RUN_STARTED to RUN_FINISHED, in the AG
   await watcher.runEnded('wire-1');
   const watched = runSlice(watcher.events, 'wire-1');
   // Same events as the session log has them; the position is on the id: line instead of a seq field.
-  assert.deepEqual(events, watched.map(({ seq, ...rest }) => rest), 'the /agui stream is the run as the session log has it');
-  assert.deepEqual(dataFrames.map((f) => Number(f.id)), watched.map((e) => e.seq), 'same positions');
+  // (The log also has the run's presence as an agent member; /agui streams only the run's own events.)
+  const runEvents = watched.filter((e) => !isPresence(e));
+  assert.deepEqual(events, runEvents.map(({ seq, ...rest }) => rest), 'the /agui stream is the run as the session log has it');
+  assert.deepEqual(dataFrames.map((f) => Number(f.id)), runEvents.map((e) => e.seq), 'same positions');
   assert.equal(assertRunShape(watched, 'wire-1', sid), text);
 
   // A second run on the same thread resends the history (as AG-UI clients do): m1 is not logged twice.

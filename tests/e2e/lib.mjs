@@ -144,6 +144,11 @@ export class Watcher {
   }
 }
 
+/** Presence events (CUSTOM presence.*) are in the log with everything else; run checks look past them. */
+export function isPresence(event) {
+  return event.type === 'CUSTOM' && typeof event.name === 'string' && event.name.startsWith('presence.');
+}
+
 export function isRunEnd(event, runId) {
   return (event.type === 'RUN_FINISHED' && event.runId === runId) || (event.type === 'RUN_ERROR' && (event.runId === undefined || event.runId === runId));
 }
@@ -159,6 +164,7 @@ export function runSlice(items, runId, eventOf = (x) => x) {
 
 /** Checks the shape of one assistant run and returns its text. */
 export function assertRunShape(events, runId, threadId) {
+  events = events.filter((e) => !isPresence(e));
   assert.ok(events.length >= 5, `a run has at least RUN_STARTED, a text message of one delta and RUN_FINISHED; got ${events.length} events`);
   const first = events[0];
   const last = events.at(-1);

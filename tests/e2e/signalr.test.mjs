@@ -10,6 +10,7 @@ import {
   Watcher,
   assertContiguous,
   assertRunShape,
+  isPresence,
   publish,
   runSlice,
   sessionEventsUrl,
@@ -57,9 +58,11 @@ test('SignalR Join + StartRun: the run arrives as Event(sessionId, event), ident
   await watcher.opened();
   const hub = await connect(t);
 
+  // The watcher's own presence.join is the only event so far.
+  await watcher.until((ms) => ms.some((m) => isPresence(m.event)), 'the watcher joining');
   const joined = await hub.connection.invoke('Join', sid, null);
   assert.equal(joined.sessionId, sid);
-  assert.equal(joined.headSeq, 0, 'a new session is at position 0');
+  assert.equal(joined.headSeq, 1, 'the session holds one event: the watcher joining');
   assert.equal(joined.snapshot, true, 'a join without a position gets the catch-up snapshot');
   await hub.until(() => hub.of(sid).length >= 2, 'the catch-up snapshot on the hub');
   assert.deepEqual(hub.of(sid).slice(0, 2).map((e) => e.type), ['MESSAGES_SNAPSHOT', 'STATE_SNAPSHOT']);
@@ -78,11 +81,12 @@ test('SignalR Join + StartRun: the run arrives as Event(sessionId, event), ident
   }
   assertContiguous(viaHub.map((e) => e.seq), 'hub events of the run');
   assert.equal(assertRunShape(viaHub, runId, sid), assertRunShape(viaSse, runId, sid));
-  // Everything the session logged reached the hub, in order: the user message, then the run.
-  const hubLog = hub.of(sid).slice(2);
-  assert.deepEqual(hubLog, watcher.events.slice(2));
-  assert.deepEqual(hubLog.slice(0, 3).map((e) => e.type), ['TEXT_MESSAGE_START', 'TEXT_MESSAGE_CONTENT', 'TEXT_MESSAGE_END']);
-  assert.equal(hubLog[1].delta, 'hi');
+  // Everything the session logged after the hub's snapshot reached the hub, in order: the user message, then the run.
+  const hubLog = hub.of(sid).filter((e) => e.seq > joined.headSeq);
+  assert.deepEqual(hubLog, watcher.events.filter((e) => e.seq > joined.headSeq));
+  const spoken = hubLog.filter((e) => !isPresence(e));
+  assert.deepEqual(spoken.slice(0, 3).map((e) => e.type), ['TEXT_MESSAGE_START', 'TEXT_MESSAGE_CONTENT', 'TEXT_MESSAGE_END']);
+  assert.equal(spoken[1].delta, 'hi');
   assert.deepEqual(hub.dropped, []);
   t.diagnostic(`${viaHub.length} events over the hub`);
 });
@@ -97,12 +101,13 @@ test('SignalR Publish returns the position the event arrives with; Leave stops d
   await hub.connection.invoke('Join', sid, null);
   await hub.connection.invoke('Join', other, null); // one connection, many sessions
 
+  const head = (await (await fetch(`${GATEWAY_URL}/api/sessions/${encodeURIComponent(sid)}`)).json()).headSeq;
   const seq = await hub.connection.invoke('Publish', sid, { type: 'CUSTOM', name: 'x', value: 1 });
   assert.equal(typeof seq, 'number');
-  assert.equal(seq, 1, 'the first event of a new session');
+  assert.equal(seq, head + 1, 'the next position of the session');
   await hub.until(() => hub.of(sid).some((e) => e.seq === seq), `seq ${seq} on the hub`);
   await watcher.until((ms) => ms.some((m) => m.event.seq === seq), `seq ${seq} on SSE`);
-  const custom = hub.of(sid).filter((e) => e.type === 'CUSTOM');
+  const custom = hub.of(sid).filter((e) => e.type === 'CUSTOM' && !isPresence(e));
   assert.equal(custom.length, 1);
   assert.equal(custom[0].seq, seq);
   assert.equal(custom[0].name, 'x');
@@ -124,7 +129,7 @@ test('SignalR Publish returns the position the event arrives with; Leave stops d
   const [barrier] = await publish(other, { type: 'CUSTOM', name: 'barrier', value: 3 });
   await hub.until(() => hub.of(other).some((e) => e.seq === barrier), 'the barrier event of the other session');
   assert.equal(hub.of(sid).some((e) => e.seq >= afterLeave), false, 'nothing of the left session after Leave');
-  assert.deepEqual(hub.of(sid).filter((e) => e.type === 'CUSTOM').map((e) => e.seq), [seq, seq2]);
+  assert.deepEqual(hub.of(sid).filter((e) => e.type === 'CUSTOM' && !isPresence(e)).map((e) => e.seq), [seq, seq2]);
 
   // The hub refuses what the HTTP endpoint refuses.
   await assert.rejects(hub.connection.invoke('Publish', sid, { type: 'NOT_AN_EVENT' }), /Invalid event/);
@@ -143,5 +148,7 @@ test('SignalR Join(sessionId, afterSeq) replays exactly the events after that po
   await hub.until(() => hub.of(sid).length >= 3, 'the replay');
   const [live] = await publish(sid, { type: 'CUSTOM', name: 'n', value: 6 });
   await hub.until(() => hub.of(sid).some((e) => e.seq === live), 'the live event');
-  assert.deepEqual(hub.of(sid).map((e) => [e.seq, e.value]), [[3, 3], [4, 4], [5, 5], [6, 6]]);
+  // The replay, the hub's own presence.join (seq 6), then the live event.
+  assert.deepEqual(hub.of(sid).filter((e) => !isPresence(e)).map((e) => [e.seq, e.value]), [[3, 3], [4, 4], [5, 5], [7, 6]]);
+  assert.deepEqual(hub.of(sid).map((e) => e.seq), [3, 4, 5, 6, 7]);
 });

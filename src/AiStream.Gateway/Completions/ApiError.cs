@@ -54,6 +54,25 @@ internal sealed record ApiError(int Status, string Message, string Type, string?
     };
 }
 
+/// <summary>How client JSON is read everywhere: a repeated property name is a 400, not an ambiguity.</summary>
+internal static class ClientJson
+{
+    public static readonly System.Text.Json.JsonDocumentOptions Strict = new() { AllowDuplicateProperties = false, MaxDepth = 64 };
+
+    /// <summary>Parses client JSON from a SignalR argument with the same rules as HTTP bodies; null on bad JSON.</summary>
+    public static System.Text.Json.Nodes.JsonNode? FromElement(System.Text.Json.JsonElement element)
+    {
+        try
+        {
+            return System.Text.Json.Nodes.JsonNode.Parse(element.GetRawText(), documentOptions: Strict);
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            return null;
+        }
+    }
+}
+
 /// <summary>One entry of <c>GET /v1/models</c>.</summary>
 internal sealed record ModelEntry(
     [property: JsonPropertyName("id")] string Id,

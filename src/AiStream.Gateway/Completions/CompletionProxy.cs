@@ -47,7 +47,7 @@ internal sealed partial class CompletionProxy(
         JsonNode? node;
         try
         {
-            node = await JsonNode.ParseAsync(request.Body, cancellationToken: cancellationToken).ConfigureAwait(false);
+            node = await JsonNode.ParseAsync(request.Body, documentOptions: ClientJson.Strict, cancellationToken: cancellationToken).ConfigureAwait(false);
         }
         catch (JsonException ex)
         {

@@ -32,6 +32,9 @@ internal static class AiStreamHosting
     {
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        // The demo page: a chat that renders word by word and shows who is here.
+        app.UseDefaultFiles();
+        app.UseStaticFiles();
         app.MapAiStreamHealth();
         app.MapCompletions();
         app.MapSessions();

@@ -120,7 +120,15 @@ internal sealed partial class RunManager(
         }
 
         run.CancelReason ??= reason;
-        await run.Cancellation.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await run.Cancellation.CancelAsync().ConfigureAwait(false);
+        }
+        catch (ObjectDisposedException)
+        {
+            return run.Outcome ?? "success"; // it ended in the meantime
+        }
+
         if (run.Task is { } task)
         {
             try
@@ -195,6 +203,7 @@ internal sealed partial class RunManager(
         {
             Log.RunFailed(logger, run.SessionId, run.RunId, ex);
             run.Outcome = "error";
+            _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
             var close = textOpen ? [AgUi.Event(AgUi.TextMessageEnd, ("messageId", messageId))] : Array.Empty<JsonObject>();
             await AppendAsync(run, [.. close, AgUi.Event(AgUi.RunError, ("message", "The run failed: " + ex.Message), ("code", "run_failed"), ("runId", run.RunId))])
                 .ConfigureAwait(false);
@@ -210,6 +219,8 @@ internal sealed partial class RunManager(
     private async Task FinishAsync(ActiveRun run, bool textOpen, string messageId, string outcome)
     {
         run.Outcome = outcome;
+        // Once a client can see the end of the run, the run is no longer there to cancel.
+        _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
         var events = new List<JsonObject>();
         if (textOpen)
         {

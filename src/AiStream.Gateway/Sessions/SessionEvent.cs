@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
@@ -10,8 +11,15 @@ namespace AiStream.Gateway.Sessions;
 /// </summary>
 internal sealed class SessionEvent
 {
+    /// <summary>Most characters one merged delta grows to; past it a behind subscriber queues a new event instead.</summary>
+    public const int MaxMergedChars = 64 * 1024;
+
+    private byte[]? _json;
+    private string? _delta;
+    private StringBuilder? _merged;
+
     /// <summary>Position in the session: strictly increasing, the id a client resumes from.</summary>
-    public required long Seq { get; init; }
+    public required long Seq { get; internal set; }
 
     public required string Type { get; init; }
 
@@ -19,19 +27,30 @@ internal sealed class SessionEvent
     public string? MessageId { get; init; }
 
     /// <summary>For <c>TEXT_MESSAGE_CONTENT</c>: the text.</summary>
-    public string? Delta { get; init; }
+    public string? Delta
+    {
+        get => _merged?.ToString() ?? _delta;
+        init => _delta = value;
+    }
 
     /// <summary>The run that produced the event, when a run did.</summary>
-    public string? RunId { get; init; }
+    public string? RunId { get; internal set; }
 
     /// <summary>Milliseconds since the Unix epoch.</summary>
-    public required long Timestamp { get; init; }
+    public required long Timestamp { get; internal set; }
 
     /// <summary>When the log appended it (milliseconds since the epoch); what the age bound looks at.</summary>
     public long AppendedAt { get; init; }
 
-    /// <summary>The event's JSON, <c>seq</c> included.</summary>
-    public required byte[] Json { get; init; }
+    /// <summary>The event's JSON, <c>seq</c> included. A merged event is serialised when first read, by its writer.</summary>
+    public byte[] Json
+    {
+        get => _json ??= SerializeMerged();
+        init => _json = value;
+    }
+
+    /// <summary>True for a subscriber's own merged event that can still take more text.</summary>
+    public bool CanMergeMore => _merged is not null && _json is null && _merged.Length < MaxMergedChars;
 
     /// <summary>Serialises <paramref name="body"/> (which must carry its type) with <paramref name="seq"/> and a timestamp.</summary>
     public static SessionEvent Create(JsonObject body, long seq, long timestamp, string? runId)
@@ -56,30 +75,48 @@ internal sealed class SessionEvent
         };
     }
 
-    /// <summary>A <c>TEXT_MESSAGE_CONTENT</c> holding this one's text followed by <paramref name="next"/>'s: what a behind subscriber gets.</summary>
+    /// <summary>
+    /// A <c>TEXT_MESSAGE_CONTENT</c> holding this one's text followed by <paramref name="next"/>'s: what a behind
+    /// subscriber gets. The first merge makes a subscriber-owned event; later merges append to it in place, and it is
+    /// serialised once, when the writer takes it (outside the log's lock), so merging stays linear.
+    /// </summary>
     public SessionEvent MergeWith(SessionEvent next)
     {
-        var body = new JsonObject
+        if (CanMergeMore)
         {
-            ["type"] = AgUi.TextMessageContent,
-            ["messageId"] = MessageId,
-            ["delta"] = Delta + next.Delta,
-            ["timestamp"] = next.Timestamp,
-            ["seq"] = next.Seq,
-        };
+            _merged!.Append(next.Delta);
+            Seq = next.Seq;
+            Timestamp = next.Timestamp;
+            RunId = next.RunId;
+            return this;
+        }
+
         return new SessionEvent
         {
             Seq = next.Seq,
             Type = AgUi.TextMessageContent,
             MessageId = MessageId,
-            Delta = Delta + next.Delta,
             RunId = next.RunId,
             Timestamp = next.Timestamp,
-            Json = JsonSerializer.SerializeToUtf8Bytes(body, SessionsJsonContext.Default.JsonObject),
+            AppendedAt = next.AppendedAt,
+            _merged = new StringBuilder(Delta).Append(next.Delta),
         };
     }
 
     public JsonObject ToJsonObject() => (JsonObject)JsonNode.Parse(Json)!;
+
+    private byte[] SerializeMerged()
+    {
+        var body = new JsonObject
+        {
+            ["type"] = AgUi.TextMessageContent,
+            ["messageId"] = MessageId,
+            ["delta"] = _merged!.ToString(),
+            ["timestamp"] = Timestamp,
+            ["seq"] = Seq,
+        };
+        return JsonSerializer.SerializeToUtf8Bytes(body, SessionsJsonContext.Default.JsonObject);
+    }
 }
 
 /// <summary>The AG-UI 1.0 event types a session log carries.</summary>

@@ -143,7 +143,7 @@ internal static partial class SessionsEndpoints
 
         try
         {
-            return (await JsonNode.ParseAsync(request.Body, cancellationToken: cancellationToken), null);
+            return (await JsonNode.ParseAsync(request.Body, documentOptions: ClientJson.Strict, cancellationToken: cancellationToken), null);
         }
         catch (JsonException ex)
         {

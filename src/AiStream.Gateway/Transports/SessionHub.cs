@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
+using AiStream.Gateway.Completions;
 using AiStream.Gateway.Presence;
 using AiStream.Gateway.Sessions;
 using Microsoft.AspNetCore.SignalR;
@@ -39,7 +40,12 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
             throw new HubException("The state must be an object.");
         }
 
-        var result = await presence.SetStateAsync(sessionId, Identity.Id, JsonObject.Create(state)!);
+        if (ClientJson.FromElement(state) is not JsonObject body)
+        {
+            throw new HubException("The state must be a JSON object without repeated property names.");
+        }
+
+        var result = await presence.SetStateAsync(sessionId, Identity.Id, body);
         if (result != PresenceUpdate.Applied)
         {
             throw new HubException(result == PresenceUpdate.TooLarge ? "The state is too large." : "Join the session before setting a state.");
@@ -65,7 +71,11 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
             throw new HubException("The run request must be an object.");
         }
 
-        var body = JsonObject.Create(request)!;
+        if (ClientJson.FromElement(request) is not JsonObject body)
+        {
+            throw new HubException("The run request must be a JSON object without repeated property names.");
+        }
+
         var (runId, error) = await runs.StartAsync(sessionId,
             new RunRequest(body["messages"] as JsonArray, (body["model"] as JsonValue)?.ToString(), (body["prompt"] as JsonValue)?.ToString()),
             Context.ConnectionAborted);
@@ -80,7 +90,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
     public async Task<long> Publish(string sessionId, JsonElement @event)
     {
         Check(sessionId);
-        if (EventValidator.Validate(JsonNode.Parse(@event.GetRawText()), sessionId, out var body) is { } error)
+        if (EventValidator.Validate(ClientJson.FromElement(@event), sessionId, out var body) is { } error)
         {
             throw new HubException($"Invalid event: {error}.");
         }

@@ -51,6 +51,7 @@ public sealed class BadInputTests : IAsyncLifetime, IDisposable
     [InlineData("""{"max_tokens":0,"messages":[{"role":"user","content":"x"}]}""", "max_tokens", "invalid_request")]
     [InlineData("""{"max_completion_tokens":1.5,"messages":[{"role":"user","content":"x"}]}""", "max_completion_tokens", "invalid_request")]
     [InlineData("""{"tools":{},"messages":[{"role":"user","content":"x"}]}""", "tools", "invalid_request")]
+    [InlineData("""{"model":"sim","model":"other","messages":[{"role":"user","content":"x"}]}""", null, "invalid_json")]
     public async Task Post_BadBody_Returns400ProblemNamingTheField(string body, string? param, string code)
     {
         using var response = await _http.PostAsync("v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));

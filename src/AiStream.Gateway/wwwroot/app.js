@@ -1,0 +1,155 @@
+// AiStream demo: watches a session over Server-Sent Events, renders the conversation word by word and shows who is
+// here. Plain browser APIs only (EventSource, fetch); everything it shows comes from the session's event log.
+(() => {
+  'use strict';
+  const $ = (id) => document.getElementById(id);
+  const clientId = localStorage.getItem('aistream.clientId') || `web-${crypto.randomUUID().slice(0, 12)}`;
+  localStorage.setItem('aistream.clientId', clientId);
+  $('name').value = localStorage.getItem('aistream.name') || `Guest ${clientId.slice(-4)}`;
+
+  let source = null;
+  let sessionId = null;
+  const members = new Map();
+  const messages = new Map();
+  let activeRun = null;
+  let typingTimer = null;
+
+  const setStatus = (text) => { $('status').textContent = text; };
+
+  function renderPresence() {
+    const list = $('presence');
+    list.replaceChildren();
+    for (const m of [...members.values()].sort((a, b) => a.id.localeCompare(b.id))) {
+      const li = document.createElement('li');
+      li.dataset.id = m.id;
+      li.dataset.kind = m.kind;
+      li.dataset.connections = String(m.connections ?? 0);
+      li.textContent = `${m.name}${m.id === clientId ? ' (you)' : ''}`;
+      const state = m.state || {};
+      const note = m.kind === 'agent' ? state.status : state.typing ? 'typing…' : '';
+      if (note) {
+        const span = document.createElement('span');
+        span.className = 'state';
+        span.textContent = note;
+        li.append(span);
+      }
+      list.append(li);
+    }
+    $('count').textContent = String(members.size);
+  }
+
+  function messageElement(id, role) {
+    let entry = messages.get(id);
+    if (!entry) {
+      const li = document.createElement('li');
+      li.dataset.id = id;
+      li.dataset.role = role;
+      const who = document.createElement('span');
+      who.className = 'who';
+      who.textContent = role;
+      const text = document.createElement('span');
+      text.className = 'text';
+      li.append(who, text);
+      $('messages').append(li);
+      entry = { li, text };
+      messages.set(id, entry);
+    }
+    return entry;
+  }
+
+  function onEvent(e) {
+    switch (e.type) {
+      case 'MESSAGES_SNAPSHOT':
+        $('messages').replaceChildren();
+        messages.clear();
+        for (const m of e.messages) {
+          if (typeof m.content === 'string' && m.content.length > 0) messageElement(m.id, m.role).text.textContent = m.content;
+        }
+        break;
+      case 'TEXT_MESSAGE_START':
+        messageElement(e.messageId, e.role || 'assistant').li.classList.add('streaming');
+        break;
+      case 'TEXT_MESSAGE_CONTENT':
+        messageElement(e.messageId, 'assistant').text.textContent += e.delta;
+        break;
+      case 'TEXT_MESSAGE_END':
+        messageElement(e.messageId, 'assistant').li.classList.remove('streaming');
+        break;
+      case 'RUN_STARTED':
+        activeRun = e.runId;
+        $('cancel').disabled = false;
+        break;
+      case 'RUN_FINISHED':
+      case 'RUN_ERROR':
+        activeRun = null;
+        $('cancel').disabled = true;
+        for (const { li } of messages.values()) li.classList.remove('streaming');
+        if (e.type === 'RUN_ERROR') setStatus(`run failed: ${e.message}`);
+        break;
+      case 'CUSTOM':
+        if (e.name === 'presence.snapshot') {
+          members.clear();
+          for (const m of e.value.members) members.set(m.id, m);
+        } else if (e.name === 'presence.join' || e.name === 'presence.update') {
+          members.set(e.value.id, e.value);
+        } else if (e.name === 'presence.leave') {
+          members.delete(e.value.id);
+        }
+        renderPresence();
+        break;
+    }
+  }
+
+  function join(event) {
+    event.preventDefault();
+    source?.close();
+    sessionId = $('session').value.trim();
+    const name = $('name').value.trim();
+    localStorage.setItem('aistream.name', name);
+    members.clear();
+    renderPresence();
+    const query = new URLSearchParams({ clientId, name });
+    source = new EventSource(`/api/sessions/${encodeURIComponent(sessionId)}/events?${query}`);
+    source.onopen = () => setStatus(`in ${sessionId} as ${name}`);
+    source.onerror = () => setStatus('reconnecting…'); // EventSource resumes with Last-Event-ID by itself
+    source.onmessage = (message) => onEvent(JSON.parse(message.data));
+    for (const id of ['text', 'send']) $(id).disabled = false;
+  }
+
+  async function send(event) {
+    event.preventDefault();
+    const content = $('text').value.trim();
+    if (!content || !sessionId) return;
+    $('text').value = '';
+    const response = await fetch(`/api/sessions/${encodeURIComponent(sessionId)}/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content }] }),
+    });
+    if (!response.ok) setStatus(`could not start the run: ${(await response.json()).detail}`);
+  }
+
+  async function setState(state) {
+    if (!sessionId) return;
+    await fetch(`/api/sessions/${encodeURIComponent(sessionId)}/presence/state?clientId=${encodeURIComponent(clientId)}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(state),
+    });
+  }
+
+  $('join').addEventListener('submit', join);
+  $('prompt').addEventListener('submit', send);
+  $('cancel').addEventListener('click', () => {
+    if (activeRun) fetch(`/api/sessions/${encodeURIComponent(sessionId)}/runs/${encodeURIComponent(activeRun)}/cancel`, { method: 'POST' });
+  });
+  $('text').addEventListener('input', () => {
+    if (!typingTimer) setState({ typing: true });
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(() => { typingTimer = null; setState({ typing: false }); }, 1500);
+  });
+  if (location.hash.length > 1) {
+    $('session').value = decodeURIComponent(location.hash.slice(1));
+    $('join').requestSubmit();
+  }
+})();

@@ -1,0 +1,112 @@
+using System.Globalization;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using AiStream.IntegrationTests.Infrastructure;
+using static AiStream.IntegrationTests.Sessions.SessionApi;
+
+namespace AiStream.IntegrationTests.Sessions;
+
+/// <summary><c>POST /agui</c>: a run streamed in the AG-UI SSE encoding, and the same run for everyone watching the session.</summary>
+public sealed class AgUiTests
+{
+    private static JsonObject RunAgentInput(string threadId, string runId) => new()
+    {
+        ["threadId"] = threadId,
+        ["runId"] = runId,
+        ["messages"] = new JsonArray(new JsonObject { ["id"] = "u1", ["role"] = "user", ["content"] = "hi" }),
+        ["tools"] = new JsonArray(),
+        ["context"] = new JsonArray(),
+        ["state"] = new JsonObject(),
+        ["forwardedProps"] = new JsonObject(),
+    };
+
+    /// <summary>Posts a RunAgentInput and reads the whole AG-UI stream as (id, event) pairs.</summary>
+    private static async Task<List<(long Id, JsonObject Event)>> RunAsync(HttpClient http, JsonObject input)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "agui") { Content = JsonContent.Create(input) };
+        request.Headers.Accept.ParseAdd("text/event-stream");
+        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(200, (int)response.StatusCode);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType!.MediaType);
+        using var reader = new SseReader(await response.Content.ReadAsStreamAsync());
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        var events = new List<(long, JsonObject)>();
+        foreach (var lines in await reader.ReadAllAsync(cts.Token))
+        {
+            var data = lines.SingleOrDefault(l => l.StartsWith("data: ", StringComparison.Ordinal));
+            if (data is not null)
+            {
+                var id = lines.Single(l => l.StartsWith("id: ", StringComparison.Ordinal));
+                events.Add((long.Parse(id["id: ".Length..], CultureInfo.InvariantCulture), (JsonObject)JsonNode.Parse(data["data: ".Length..])!));
+            }
+        }
+
+        return events;
+    }
+
+    private static string Type(JsonObject e) => e["type"]!.GetValue<string>();
+
+    [Fact]
+    public async Task PostAgui_RunAgentInput_StreamsTheRunThatSessionWatchersAlsoSee()
+    {
+        await using var gateway = new GatewayFactory(Sim(tokensPerSecond: 200));
+        using var http = gateway.Client();
+        var session = NewSessionId();
+        using var watcher = await SessionWatcher.OpenAsync(http, session);
+
+        var events = await RunAsync(http, RunAgentInput(session, "run-agui-1"));
+        var watched = await watcher.ReadUntilTypeAsync("RUN_FINISHED");
+
+        Assert.Equal("RUN_STARTED", Type(events[0].Event));
+        Assert.Equal("run-agui-1", events[0].Event["runId"]!.GetValue<string>());
+        Assert.Equal(session, events[0].Event["threadId"]!.GetValue<string>());
+        Assert.Equal("RUN_FINISHED", Type(events[^1].Event));
+        Assert.Equal("run-agui-1", events[^1].Event["runId"]!.GetValue<string>());
+        var middle = events.Skip(1).SkipLast(1).Select(e => Type(e.Event)).ToList();
+        Assert.Equal("TEXT_MESSAGE_START", middle[0]);
+        Assert.Equal("TEXT_MESSAGE_END", middle[^1]);
+        Assert.True(middle.Count > 3);
+        Assert.All(middle.Skip(1).SkipLast(1), t => Assert.Equal("TEXT_MESSAGE_CONTENT", t));
+        // Only this run's events, in log order (the session's other events, such as presence, are not part of the run).
+        Assert.Equal(events.Select(e => e.Id).Order().Distinct(), events.Select(e => e.Id));
+        Assert.Equal(watcher.All.Where(e => e.Id >= events[0].Id && e.Id <= events[^1].Id && !e.IsPresence).Select(e => e.Id), events.Select(e => e.Id));
+        // The watcher saw the same run at the same positions, with the same fields (AG-UI drops only the gateway's extras).
+        var byId = watcher.Live.ToDictionary(e => e.Id);
+        foreach (var (id, e) in events)
+        {
+            var same = (JsonObject)byId[id].Data.DeepClone();
+            same.Remove("seq");
+            if (same["outcome"] is JsonObject outcome)
+            {
+                outcome.Remove("reason");
+            }
+
+            Assert.True(JsonNode.DeepEquals(same, e), $"{id}: {same.ToJsonString()} != {e.ToJsonString()}");
+        }
+
+        Assert.Equal(events[^1].Id, watched[^1].Seq);
+    }
+
+    [Fact]
+    public async Task PostAgui_SameMessagesTwice_DoesNotDuplicateTheUserMessage()
+    {
+        await using var gateway = new GatewayFactory(Sim());
+        using var http = gateway.Client();
+        var session = NewSessionId();
+
+        var first = await RunAsync(http, RunAgentInput(session, "run-a"));
+        var second = await RunAsync(http, RunAgentInput(session, "run-b"));
+        using var watcher = await SessionWatcher.OpenAsync(http, session);
+        var snapshot = (await watcher.ReadCountAsync(1))[0];
+
+        Assert.Equal("RUN_FINISHED", Type(first[^1].Event));
+        Assert.Equal("run-b", second[0].Event["runId"]!.GetValue<string>());
+        Assert.Equal("RUN_FINISHED", Type(second[^1].Event));
+        Assert.Equal("MESSAGES_SNAPSHOT", snapshot.Type);
+        var messages = snapshot.Data["messages"]!.AsArray().Select(m => m!.AsObject()).ToList();
+        var user = Assert.Single(messages, m => m["role"]!.GetValue<string>() == "user");
+        Assert.Equal("u1", user["id"]!.GetValue<string>());
+        Assert.Equal("hi", user["content"]!.GetValue<string>());
+        Assert.Equal(2, messages.Count(m => m["role"]!.GetValue<string>() == "assistant"));
+    }
+}

@@ -40,7 +40,7 @@ internal sealed partial class PresenceStore : IDisposable
         _time = time;
         _logger = logger;
         var every = TimeSpan.FromSeconds(Math.Max(0.5, _options.TtlSeconds / 10));
-        _sweeper = time.CreateTimer(_ => Sweep(), null, every, every);
+        _sweeper = time.CreateTimer(_ => _ = SweepAsync(), null, every, every);
     }
 
     /// <summary>How often a transport should renew a live connection.</summary>
@@ -55,29 +55,36 @@ internal sealed partial class PresenceStore : IDisposable
     /// <summary>Registers a connection of a member; the member joins if it was not present (or leaving).</summary>
     public async Task ConnectAsync(string sessionId, MemberIdentity identity, string connectionId, JsonObject? state = null)
     {
-        var session = _sessions.GetOrAdd(sessionId, _ => new SessionMembers());
-        JsonObject? joined = null;
-        lock (session)
+        var session = await EnterAsync(sessionId, create: true).ConfigureAwait(false);
+        try
         {
-            if (!session.Members.TryGetValue(identity.Id, out var member))
+            JsonObject? joined = null;
+            lock (session!)
             {
-                member = new Member(identity) { State = state ?? new JsonObject() };
-                session.Members[identity.Id] = member;
+                if (!session.Members.TryGetValue(identity.Id, out var member))
+                {
+                    member = new Member(identity) { State = state ?? new JsonObject() };
+                    session.Members[identity.Id] = member;
+                }
+
+                member.Identity = identity;
+                member.LeaveAt = null; // back within the grace period: no leave, no join
+                member.Connections[connectionId] = _time.GetUtcNow() + TimeSpan.FromSeconds(_options.TtlSeconds);
+                if (!member.Announced)
+                {
+                    member.Announced = true;
+                    joined = Describe(member);
+                }
             }
 
-            member.Identity = identity;
-            member.LeaveAt = null; // back within the grace period: no leave, no join
-            member.Connections[connectionId] = _time.GetUtcNow() + TimeSpan.FromSeconds(_options.TtlSeconds);
-            if (!member.Announced)
+            if (joined is not null)
             {
-                member.Announced = true;
-                joined = Describe(member);
+                await AppendAsync(sessionId, "presence.join", joined).ConfigureAwait(false);
             }
         }
-
-        if (joined is not null)
+        finally
         {
-            await AppendAsync(sessionId, "presence.join", joined).ConfigureAwait(false);
+            session!.Gate.Release();
         }
     }
 
@@ -99,33 +106,41 @@ internal sealed partial class PresenceStore : IDisposable
     /// <summary>Removes a connection; the member leaves after the grace period if it was the last (at once when <paramref name="immediate"/>).</summary>
     public async Task DisconnectAsync(string sessionId, string memberId, string connectionId, bool immediate = false)
     {
-        if (!_sessions.TryGetValue(sessionId, out var session))
+        var session = await EnterAsync(sessionId, create: false).ConfigureAwait(false);
+        if (session is null)
         {
             return;
         }
 
-        JsonObject? left = null;
-        lock (session)
+        try
         {
-            if (!session.Members.TryGetValue(memberId, out var member) || !member.Connections.Remove(connectionId) || member.Connections.Count > 0)
+            JsonObject? left = null;
+            lock (session)
             {
-                return;
+                if (!session.Members.TryGetValue(memberId, out var member) || !member.Connections.Remove(connectionId) || member.Connections.Count > 0)
+                {
+                    return;
+                }
+
+                if (immediate || _options.LeaveGraceSeconds <= 0)
+                {
+                    left = Leave(session, member, "left");
+                }
+                else
+                {
+                    member.LeaveAt = _time.GetUtcNow() + TimeSpan.FromSeconds(_options.LeaveGraceSeconds);
+                    session.ScheduleCheck(_time, member.LeaveAt.Value - _time.GetUtcNow(), () => _ = SweepAsync());
+                }
             }
 
-            if (immediate || _options.LeaveGraceSeconds <= 0)
+            if (left is not null)
             {
-                left = Leave(session, member, "left");
-            }
-            else
-            {
-                member.LeaveAt = _time.GetUtcNow() + TimeSpan.FromSeconds(_options.LeaveGraceSeconds);
-                session.ScheduleCheck(_time, member.LeaveAt.Value - _time.GetUtcNow(), () => Sweep());
+                await AppendAsync(sessionId, "presence.leave", left).ConfigureAwait(false);
             }
         }
-
-        if (left is not null)
+        finally
         {
-            await AppendAsync(sessionId, "presence.leave", left).ConfigureAwait(false);
+            session.Gate.Release();
         }
     }
 
@@ -137,44 +152,52 @@ internal sealed partial class PresenceStore : IDisposable
             return PresenceUpdate.TooLarge;
         }
 
-        if (!_sessions.TryGetValue(sessionId, out var session))
+        var session = await EnterAsync(sessionId, create: false).ConfigureAwait(false);
+        if (session is null)
         {
             return PresenceUpdate.NotPresent;
         }
 
-        JsonObject? update = null;
-        lock (session)
+        try
         {
-            if (!session.Members.TryGetValue(memberId, out var member) || member.Connections.Count == 0)
+            JsonObject? update = null;
+            lock (session)
             {
-                return PresenceUpdate.NotPresent;
-            }
-
-            member.State = state;
-            var now = _time.GetUtcNow();
-            var window = TimeSpan.FromMilliseconds(_options.UpdateCoalesceMilliseconds);
-            if (member.LastUpdateAt is { } last && now - last < window)
-            {
-                // Inside the window: remember it and log the latest once the window closes.
-                if (!member.UpdatePending)
+                if (!session.Members.TryGetValue(memberId, out var member) || member.Connections.Count == 0)
                 {
-                    member.UpdatePending = true;
-                    session.ScheduleCheck(_time, last + window - now, () => Sweep());
+                    return PresenceUpdate.NotPresent;
+                }
+
+                member.State = state;
+                var now = _time.GetUtcNow();
+                var window = TimeSpan.FromMilliseconds(_options.UpdateCoalesceMilliseconds);
+                if (member.LastUpdateAt is { } last && now - last < window)
+                {
+                    // Inside the window: remember it and log the latest once the window closes.
+                    if (!member.UpdatePending)
+                    {
+                        member.UpdatePending = true;
+                        session.ScheduleCheck(_time, last + window - now, () => _ = SweepAsync());
+                    }
+                }
+                else
+                {
+                    member.LastUpdateAt = now;
+                    update = Describe(member);
                 }
             }
-            else
+
+            if (update is not null)
             {
-                member.LastUpdateAt = now;
-                update = Describe(member);
+                await AppendAsync(sessionId, "presence.update", update).ConfigureAwait(false);
             }
-        }
 
-        if (update is not null)
+            return PresenceUpdate.Applied;
+        }
+        finally
         {
-            await AppendAsync(sessionId, "presence.update", update).ConfigureAwait(false);
+            session.Gate.Release();
         }
-
-        return PresenceUpdate.Applied;
     }
 
     /// <summary>The members present now, with connection counts and state.</summary>
@@ -192,55 +215,91 @@ internal sealed partial class PresenceStore : IDisposable
         }
     }
 
-    /// <summary>Expires connections past their TTL, completes leaves past their grace and flushes coalesced updates.</summary>
-    internal void Sweep()
+    /// <summary>
+    /// Expires connections past their TTL, completes leaves past their grace and flushes coalesced updates. Each
+    /// session's changes and their events go through its gate, so the log always has them in the order they happened.
+    /// </summary>
+    internal async Task SweepAsync()
     {
-        var now = _time.GetUtcNow();
         var window = TimeSpan.FromMilliseconds(_options.UpdateCoalesceMilliseconds);
         foreach (var (sessionId, session) in _sessions)
         {
-            var events = new List<(string Name, JsonObject Value)>();
-            lock (session)
+            await session.Gate.WaitAsync().ConfigureAwait(false);
+            try
             {
-                foreach (var member in session.Members.Values.ToList())
+                var now = _time.GetUtcNow();
+                var events = new List<(string Name, JsonObject Value)>();
+                lock (session)
                 {
-                    var expired = member.Connections.Where(c => c.Value <= now).Select(c => c.Key).ToList();
-                    foreach (var connection in expired)
+                    foreach (var member in session.Members.Values.ToList())
                     {
-                        member.Connections.Remove(connection);
+                        var expired = member.Connections.Where(c => c.Value <= now).Select(c => c.Key).ToList();
+                        foreach (var connection in expired)
+                        {
+                            member.Connections.Remove(connection);
+                        }
+
+                        if (expired.Count > 0 && member.Connections.Count == 0)
+                        {
+                            Log.Expired(_logger, sessionId, member.Identity.Id);
+                            events.Add(("presence.leave", Leave(session, member, "expired")));
+                            continue;
+                        }
+
+                        if (member.LeaveAt is { } leaveAt && leaveAt <= now && member.Connections.Count == 0)
+                        {
+                            events.Add(("presence.leave", Leave(session, member, "left")));
+                            continue;
+                        }
+
+                        if (member.UpdatePending && member.LastUpdateAt is { } last && now - last >= window)
+                        {
+                            member.UpdatePending = false;
+                            member.LastUpdateAt = now;
+                            events.Add(("presence.update", Describe(member)));
+                        }
                     }
 
-                    if (expired.Count > 0 && member.Connections.Count == 0)
+                    if (session.Members.Count == 0 && _sessions.TryRemove(new KeyValuePair<string, SessionMembers>(sessionId, session)))
                     {
-                        Log.Expired(_logger, sessionId, member.Identity.Id);
-                        events.Add(("presence.leave", Leave(session, member, "expired")));
-                        continue;
-                    }
-
-                    if (member.LeaveAt is { } leaveAt && leaveAt <= now && member.Connections.Count == 0)
-                    {
-                        events.Add(("presence.leave", Leave(session, member, "left")));
-                        continue;
-                    }
-
-                    if (member.UpdatePending && member.LastUpdateAt is { } last && now - last >= window)
-                    {
-                        member.UpdatePending = false;
-                        member.LastUpdateAt = now;
-                        events.Add(("presence.update", Describe(member)));
+                        session.Removed = true;
                     }
                 }
 
-                if (session.Members.Count == 0)
+                foreach (var (name, value) in events)
                 {
-                    _sessions.TryRemove(new KeyValuePair<string, SessionMembers>(sessionId, session));
+                    await AppendAsync(sessionId, name, value).ConfigureAwait(false);
                 }
             }
-
-            foreach (var (name, value) in events)
+            finally
             {
-                _ = AppendAsync(sessionId, name, value);
+                session.Gate.Release();
             }
+        }
+    }
+
+    /// <summary>Enters a session's gate; a session forgotten meanwhile is looked up (or created) again.</summary>
+    private async Task<SessionMembers?> EnterAsync(string sessionId, bool create)
+    {
+        while (true)
+        {
+            SessionMembers? session;
+            if (create)
+            {
+                session = _sessions.GetOrAdd(sessionId, _ => new SessionMembers());
+            }
+            else if (!_sessions.TryGetValue(sessionId, out session))
+            {
+                return null;
+            }
+
+            await session.Gate.WaitAsync().ConfigureAwait(false);
+            if (!session.Removed)
+            {
+                return session;
+            }
+
+            session.Gate.Release();
         }
     }
 
@@ -311,6 +370,12 @@ internal sealed partial class PresenceStore : IDisposable
         private readonly List<ITimer> _timers = [];
 
         public Dictionary<string, Member> Members { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>Serialises this session's presence changes with the events that report them.</summary>
+        public SemaphoreSlim Gate { get; } = new(1, 1);
+
+        /// <summary>Set when the sweep forgot this session; late callers look it up again.</summary>
+        public bool Removed { get; set; }
 
         /// <summary>A one-shot sweep when a grace period or coalescing window ends, so leaves are not late by a sweep interval.</summary>
         public void ScheduleCheck(TimeProvider time, TimeSpan due, Action check)

@@ -97,7 +97,8 @@ start_gateway() {
     GATEWAY_URL="http://127.0.0.1:$port"
     log "Starting the gateway on $GATEWAY_URL (attempt $attempt)"
     # Run from the output folder so its appsettings.json is the content root's; fast simulated model so a run takes
-    # well under a second; a coalescing threshold no watcher reaches here, so every watcher's frames are identical.
+    # well under a second; a coalescing threshold no watcher reaches here, so every watcher's frames are identical;
+    # a 1 s presence leave grace, so presence tests see a leave soon after a client stops.
     (
       cd "$(dirname "$DLL")" &&
         exec env \
@@ -105,6 +106,7 @@ start_gateway() {
           AiStream__Providers__sim__TokensPerSecond=200 \
           AiStream__Providers__sim__TimeToFirstTokenMs=20 \
           AiStream__Sessions__CoalesceThreshold=2048 \
+          AiStream__Presence__LeaveGraceSeconds=1 \
           Logging__LogLevel__Default=Warning \
           Logging__LogLevel__Microsoft.Hosting.Lifetime=Information \
           dotnet "$DLL" --urls "$GATEWAY_URL"

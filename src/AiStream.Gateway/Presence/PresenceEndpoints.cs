@@ -80,10 +80,22 @@ internal sealed partial class PresenceJsonContext : JsonSerializerContext;
 /// <summary>Reads the identity a client supplies until authentication provides one.</summary>
 internal static class ClientIdentity
 {
-    /// <summary>The identity from <c>clientId</c>, <c>name</c> and <c>color</c> query values; anonymous clients get an id.</summary>
-    public static (MemberIdentity? Identity, string? Error) FromQuery(IQueryCollection query)
+    /// <summary>Cookie that keeps an anonymous browser's id across EventSource reconnects and reloads.</summary>
+    public const string CookieName = "aistream_cid";
+
+    /// <summary>
+    /// The identity from <c>clientId</c>, <c>name</c> and <c>color</c> query values. A client without <c>clientId</c>
+    /// keeps the id in its <c>aistream_cid</c> cookie, or is given one (and the cookie), so an EventSource that
+    /// reconnects by itself is the same member, not a leave and a join.
+    /// </summary>
+    public static (MemberIdentity? Identity, string? Error) FromRequest(HttpContext context)
     {
+        var query = context.Request.Query;
         var clientId = query["clientId"].ToString();
+        if (clientId.Length == 0 && context.Request.Cookies.TryGetValue(CookieName, out var remembered) && PresenceStore.CheckIdentity(remembered, null) is null)
+        {
+            clientId = remembered!;
+        }
         var name = query["name"].ToString();
         var color = query["color"].ToString();
         if (PresenceStore.CheckIdentity(clientId.Length == 0 ? null : clientId, name) is { } error)
@@ -96,7 +108,16 @@ internal static class ClientIdentity
             return (null, "color is at most 32 characters");
         }
 
-        var id = clientId.Length > 0 ? clientId : "anon-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6));
+        var id = clientId;
+        if (id.Length == 0)
+        {
+            id = "anon-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6));
+            if (!context.Response.HasStarted)
+            {
+                context.Response.Cookies.Append(CookieName, id, new CookieOptions { HttpOnly = true, SameSite = SameSiteMode.Lax, Path = "/", IsEssential = true });
+            }
+        }
+
         return (new MemberIdentity(id, name.Length > 0 ? name : id, color.Length > 0 ? color : null), null);
     }
 }

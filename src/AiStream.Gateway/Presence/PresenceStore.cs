@@ -260,15 +260,21 @@ internal sealed partial class PresenceStore : IDisposable
                         }
                     }
 
-                    if (session.Members.Count == 0 && _sessions.TryRemove(new KeyValuePair<string, SessionMembers>(sessionId, session)))
-                    {
-                        session.Removed = true;
-                    }
                 }
 
                 foreach (var (name, value) in events)
                 {
                     await AppendAsync(sessionId, name, value).ConfigureAwait(false);
+                }
+
+                // Forget an empty session only after its leaves are logged: a connect waiting on this gate then sees
+                // Removed, starts afresh, and its join lands after the leave.
+                lock (session)
+                {
+                    if (session.Members.Count == 0 && _sessions.TryRemove(new KeyValuePair<string, SessionMembers>(sessionId, session)))
+                    {
+                        session.Removed = true;
+                    }
                 }
             }
             finally

@@ -21,7 +21,8 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
     /// <summary>Reads the member identity from the hub URL (<c>?clientId=&amp;name=</c>); a bad one refuses the connection.</summary>
     public override Task OnConnectedAsync()
     {
-        var (identity, error) = ClientIdentity.FromQuery(Context.GetHttpContext()?.Request.Query ?? new QueryCollection());
+        var http = Context.GetHttpContext();
+        var (identity, error) = http is null ? (null, "no HTTP context") : ClientIdentity.FromRequest(http);
         if (identity is null)
         {
             throw new HubException("Invalid identity: " + error);

@@ -48,7 +48,7 @@ internal static partial class SessionSseEndpoint
             after = parsed;
         }
 
-        var (identity, identityError) = ClientIdentity.FromQuery(context.Request.Query);
+        var (identity, identityError) = ClientIdentity.FromRequest(context);
         if (identity is null)
         {
             return Completions.ApiError.BadRequest(identityError!, "clientId", "invalid_identity").ToResult();

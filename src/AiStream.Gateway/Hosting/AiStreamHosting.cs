@@ -91,7 +91,7 @@ internal static class AiStreamHosting
     private static IServiceCollection AddAiStreamPresence(this IServiceCollection services)
     {
         services.AddOptions<PresenceOptions>().BindConfiguration(PresenceOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
-        services.TryAddSingleton<PresenceStore>();
+        services.TryAddSingleton<IPresenceStore, InMemoryPresenceStore>();
         return services;
     }
 

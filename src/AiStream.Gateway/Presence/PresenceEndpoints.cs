@@ -17,7 +17,7 @@ internal static class PresenceEndpoints
         return app;
     }
 
-    private static IResult List(string sessionId, PresenceStore store, int? limit)
+    private static IResult List(string sessionId, IPresenceStore store, int? limit)
     {
         if (SessionsEndpoints.CheckSessionId(sessionId) is { } error)
         {
@@ -33,14 +33,14 @@ internal static class PresenceEndpoints
         return TypedResults.Json(new PresenceList(sessionId, total, members), PresenceJsonContext.Default.PresenceList);
     }
 
-    private static async Task<IResult> SetStateAsync(string sessionId, string? clientId, HttpRequest request, PresenceStore store, CancellationToken cancellationToken)
+    private static async Task<IResult> SetStateAsync(string sessionId, string? clientId, HttpRequest request, IPresenceStore store, CancellationToken cancellationToken)
     {
         if (SessionsEndpoints.CheckSessionId(sessionId) is { } error)
         {
             return error.ToResult();
         }
 
-        if (string.IsNullOrEmpty(clientId) || PresenceStore.CheckIdentity(clientId, null) is not null)
+        if (string.IsNullOrEmpty(clientId) || ClientIdentity.CheckIdentity(clientId, null) is not null)
         {
             return ApiError.BadRequest("'clientId' (query) must name the member whose state this is.", "clientId").ToResult();
         }
@@ -78,8 +78,14 @@ internal sealed record PresenceList(
 internal sealed partial class PresenceJsonContext : JsonSerializerContext;
 
 /// <summary>Reads the identity a client supplies until authentication provides one.</summary>
-internal static class ClientIdentity
+internal static partial class ClientIdentity
 {
+    /// <summary>Checks a client-supplied identity; returns an error message or null.</summary>
+    public static string? CheckIdentity(string? clientId, string? name) =>
+        clientId is not null && !ClientIdPattern().IsMatch(clientId) ? "clientId is 1 to 128 letters, digits or . _ : @ -"
+        : name is { Length: > 64 } ? "name is at most 64 characters"
+        : null;
+
     /// <summary>Cookie that keeps an anonymous browser's id across EventSource reconnects and reloads.</summary>
     public const string CookieName = "aistream_cid";
 
@@ -92,13 +98,13 @@ internal static class ClientIdentity
     {
         var query = context.Request.Query;
         var clientId = query["clientId"].ToString();
-        if (clientId.Length == 0 && context.Request.Cookies.TryGetValue(CookieName, out var remembered) && PresenceStore.CheckIdentity(remembered, null) is null)
+        if (clientId.Length == 0 && context.Request.Cookies.TryGetValue(CookieName, out var remembered) && ClientIdentity.CheckIdentity(remembered, null) is null)
         {
             clientId = remembered!;
         }
         var name = query["name"].ToString();
         var color = query["color"].ToString();
-        if (PresenceStore.CheckIdentity(clientId.Length == 0 ? null : clientId, name) is { } error)
+        if (ClientIdentity.CheckIdentity(clientId.Length == 0 ? null : clientId, name) is { } error)
         {
             return (null, error);
         }
@@ -120,4 +126,7 @@ internal static class ClientIdentity
 
         return (new MemberIdentity(id, name.Length > 0 ? name : id, color.Length > 0 ? color : null), null);
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex("^[A-Za-z0-9._:@-]{1,128}$")]
+    private static partial System.Text.RegularExpressions.Regex ClientIdPattern();
 }

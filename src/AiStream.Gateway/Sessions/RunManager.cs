@@ -22,7 +22,7 @@ internal sealed partial class RunManager(
     ModelCatalog catalog,
     ChatClientFactory clients,
     AiStreamMetrics metrics,
-    PresenceStore presence,
+    IPresenceStore presence,
     IOptions<SessionsOptions> options,
     TimeProvider time,
     IHostApplicationLifetime lifetime,

@@ -14,7 +14,7 @@ namespace AiStream.Gateway.Transports;
 /// <c>/hubs/sessions</c>: the session log over SignalR. One connection can join many sessions; each join gets the
 /// same events, JSON and positions as the SSE watch, sent to the client method <c>Event(sessionId, event)</c>.
 /// </summary>
-internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore store, RunManager runs, PresenceStore presence) : Hub
+internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore store, RunManager runs, IPresenceStore presence) : Hub
 {
     private const string IdentityKey = "aistream.identity";
 
@@ -143,7 +143,7 @@ internal sealed class RawEventConverter : JsonConverter<RawEvent>
 /// A slow connection only ever slows its own pump.
 /// </summary>
 internal sealed class HubSubscriptions(
-    ISessionStore store, PresenceStore presence, IHubContext<SessionHub> hub, IOptions<SessionsOptions> options, TimeProvider time,
+    ISessionStore store, IPresenceStore presence, IHubContext<SessionHub> hub, IOptions<SessionsOptions> options, TimeProvider time,
     ILogger<SessionSubscriberLog> logger)
 {
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, Pump>> _connections = new(StringComparer.Ordinal);

@@ -19,7 +19,7 @@ internal static partial class SessionSseEndpoint
         HttpContext context,
         string sessionId,
         ISessionStore store,
-        PresenceStore presence,
+        IPresenceStore presence,
         IOptions<SessionsOptions> sessionOptions,
         IOptions<TransportsOptions> transportOptions,
         TimeProvider time,

@@ -11,15 +11,15 @@ using static AiStream.IntegrationTests.Presence.PresenceApi;
 namespace AiStream.IntegrationTests.Presence;
 
 /// <summary>
-/// TTL expiry proper, on a <see cref="PresenceStore"/> driven directly (a connection that never says goodbye and never
+/// TTL expiry proper, on a <see cref="InMemoryPresenceStore"/> driven directly (a connection that never says goodbye and never
 /// renews, like one on a dead gateway node), writing into the gateway's session log.
 /// </summary>
 public sealed class ExpiryTests
 {
     private const double Ttl = 30;
 
-    private static PresenceStore NewStore(ISessionStore log, FakeTimeProvider time, double grace = 5) =>
-        new(log, Options.Create(new PresenceOptions { TtlSeconds = Ttl, LeaveGraceSeconds = grace }), time, NullLogger<PresenceStore>.Instance);
+    private static InMemoryPresenceStore NewStore(ISessionStore log, FakeTimeProvider time, double grace = 5) =>
+        new(log, Options.Create(new PresenceOptions { TtlSeconds = Ttl, LeaveGraceSeconds = grace }), time, NullLogger<InMemoryPresenceStore>.Instance);
 
     [Fact]
     public async Task Connect_NeverRenewed_ExpiresAfterTheTtlWithReasonExpired()

@@ -107,7 +107,7 @@ public sealed class PresenceSnapshotTests
         var time = NewClock();
         await using var gateway = new GatewayFactory(Settings(), time);
         using var http = gateway.Client();
-        var presence = gateway.Services.GetRequiredService<PresenceStore>();
+        var presence = gateway.Services.GetRequiredService<IPresenceStore>();
         var session = NewSessionId();
         var clock = Stopwatch.StartNew();
 

@@ -1,22 +1,10 @@
 using System.Collections.Concurrent;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Text.RegularExpressions;
 using AiStream.Gateway.Sessions;
 using Microsoft.Extensions.Options;
 
 namespace AiStream.Gateway.Presence;
-
-/// <summary>Who a member is. <paramref name="Kind"/> is <c>user</c> or <c>agent</c>.</summary>
-internal sealed record MemberIdentity(string Id, string Name, string? Color, string Kind = "user");
-
-/// <summary>Why a state update was refused.</summary>
-internal enum PresenceUpdate
-{
-    Applied,
-    NotPresent,
-    TooLarge,
-}
 
 /// <summary>
 /// Who is in each session. A member is an identity with any number of connections: the first connection makes it
@@ -24,16 +12,16 @@ internal enum PresenceUpdate
 /// not renewed within the TTL expires. Join, leave and update are appended to the session log as CUSTOM events
 /// <c>presence.join</c>, <c>presence.leave</c> and <c>presence.update</c>, so every transport carries them in order.
 /// </summary>
-internal sealed partial class PresenceStore : IDisposable
+internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposable
 {
     private readonly ConcurrentDictionary<string, SessionMembers> _sessions = new(StringComparer.Ordinal);
     private readonly ISessionStore _log;
     private readonly PresenceOptions _options;
     private readonly TimeProvider _time;
-    private readonly ILogger<PresenceStore> _logger;
+    private readonly ILogger<InMemoryPresenceStore> _logger;
     private readonly ITimer _sweeper;
 
-    public PresenceStore(ISessionStore log, IOptions<PresenceOptions> options, TimeProvider time, ILogger<PresenceStore> logger)
+    public InMemoryPresenceStore(ISessionStore log, IOptions<PresenceOptions> options, TimeProvider time, ILogger<InMemoryPresenceStore> logger)
     {
         _log = log;
         _options = options.Value;
@@ -45,12 +33,6 @@ internal sealed partial class PresenceStore : IDisposable
 
     /// <summary>How often a transport should renew a live connection.</summary>
     public TimeSpan RenewInterval => TimeSpan.FromSeconds(_options.TtlSeconds / 3);
-
-    /// <summary>Checks a client-supplied identity; returns an error message or null.</summary>
-    public static string? CheckIdentity(string? clientId, string? name) =>
-        clientId is not null && !ClientIdPattern().IsMatch(clientId) ? "clientId is 1 to 128 letters, digits or . _ : @ -"
-        : name is { Length: > 64 } ? "name is at most 64 characters"
-        : null;
 
     /// <summary>Registers a connection of a member; the member joins if it was not present (or leaving).</summary>
     public async Task ConnectAsync(string sessionId, MemberIdentity identity, string connectionId, JsonObject? state = null)
@@ -356,9 +338,6 @@ internal sealed partial class PresenceStore : IDisposable
             session.Dispose();
         }
     }
-
-    [GeneratedRegex("^[A-Za-z0-9._:@-]{1,128}$")]
-    private static partial Regex ClientIdPattern();
 
     private sealed class Member(MemberIdentity identity)
     {

@@ -1,0 +1,36 @@
+using System.Text.Json.Nodes;
+
+namespace AiStream.Gateway.Presence;
+
+/// <summary>Who a member is. <paramref name="Kind"/> is <c>user</c> or <c>agent</c>.</summary>
+internal sealed record MemberIdentity(string Id, string Name, string? Color, string Kind = "user");
+
+/// <summary>Why a state update was refused.</summary>
+internal enum PresenceUpdate
+{
+    Applied,
+    NotPresent,
+    TooLarge,
+}
+
+/// <summary>Who is in each session: members, their connections and state. In-memory today; Redis makes it cross-node.</summary>
+internal interface IPresenceStore
+{
+    /// <summary>How often a transport should renew a live connection.</summary>
+    TimeSpan RenewInterval { get; }
+
+    /// <summary>Registers a connection of a member; the member joins if it was not present (or leaving).</summary>
+    Task ConnectAsync(string sessionId, MemberIdentity identity, string connectionId, JsonObject? state = null);
+
+    /// <summary>Keeps a connection alive for another TTL.</summary>
+    void Renew(string sessionId, string memberId, string connectionId);
+
+    /// <summary>Removes a connection; the member leaves after the grace period if it was the last (at once when <paramref name="immediate"/>).</summary>
+    Task DisconnectAsync(string sessionId, string memberId, string connectionId, bool immediate = false);
+
+    /// <summary>Replaces a present member's state; bursts are coalesced.</summary>
+    Task<PresenceUpdate> SetStateAsync(string sessionId, string memberId, JsonObject state);
+
+    /// <summary>The members present now, with connection counts and state.</summary>
+    (IReadOnlyList<JsonObject> Members, int Total) List(string sessionId, int limit);
+}

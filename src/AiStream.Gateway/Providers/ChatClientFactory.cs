@@ -37,13 +37,20 @@ internal sealed class ChatClientFactory(ModelCatalog catalog, TokenCounter token
             case ProviderTypes.Simulated:
                 return CreateSimulated(route);
             case ProviderTypes.AzureOpenAI:
-                var azure = new AzureOpenAIClient(new Uri(provider.Endpoint!), new ApiKeyCredential(provider.ApiKey!));
+                // The SDKs' own retries are off: Polly's retry and breaker are the only ones, and they stop at the first token.
+                var azure = new AzureOpenAIClient(new Uri(provider.Endpoint!), new ApiKeyCredential(provider.ApiKey!),
+                    new AzureOpenAIClientOptions { RetryPolicy = new System.ClientModel.Primitives.ClientRetryPolicy(0), NetworkTimeout = Timeout.InfiniteTimeSpan });
                 return azure.GetChatClient(provider.Deployment ?? route.UpstreamModel).AsIChatClient();
             default:
                 var endpoint = new Uri(UpstreamUris.BaseFor(provider));
                 // OpenAI-compatible servers often need no key; the client insists on one, so send a placeholder.
                 var key = new ApiKeyCredential(string.IsNullOrEmpty(provider.ApiKey) ? "unused" : provider.ApiKey);
-                var client = new OpenAIClient(key, new OpenAIClientOptions { Endpoint = endpoint });
+                var client = new OpenAIClient(key, new OpenAIClientOptions
+                {
+                    Endpoint = endpoint,
+                    RetryPolicy = new System.ClientModel.Primitives.ClientRetryPolicy(0),
+                    NetworkTimeout = Timeout.InfiniteTimeSpan,
+                });
                 return client.GetChatClient(route.UpstreamModel).AsIChatClient();
         }
     }

@@ -4,6 +4,8 @@ using System.Text.Json.Nodes;
 using AiStream.Gateway.Completions;
 using AiStream.Gateway.Diagnostics;
 using AiStream.Gateway.Presence;
+using AiStream.Gateway.Resilience;
+using Polly.CircuitBreaker;
 using AiStream.Gateway.Providers;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Options;
@@ -23,6 +25,7 @@ internal sealed partial class RunManager(
     ChatClientFactory clients,
     AiStreamMetrics metrics,
     IPresenceStore presence,
+    UpstreamResilience resilience,
     IOptions<SessionsOptions> options,
     TimeProvider time,
     IHostApplicationLifetime lifetime,
@@ -159,9 +162,12 @@ internal sealed partial class RunManager(
         try
         {
             var history = await store.MessagesAsync(run.SessionId, token).ConfigureAwait(false);
-            var client = clients.Get(run.Route.Name);
-            await foreach (var update in client.GetStreamingResponseAsync(ToChat(history), new ChatOptions(), token).ConfigureAwait(false))
+            var (updates, route) = await OpenAsync(run, ToChat(history), new ChatOptions(), token).ConfigureAwait(false);
+            run.Route = route;
+            await using var _ = updates.ConfigureAwait(false);
+            do
             {
+                var update = updates.Current;
                 foreach (var content in update.Contents)
                 {
                     switch (content)
@@ -192,6 +198,7 @@ internal sealed partial class RunManager(
                     }
                 }
             }
+            while (await updates.MoveNextAsync().ConfigureAwait(false));
 
             await FinishAsync(run, textOpen, messageId, "success").ConfigureAwait(false);
         }
@@ -205,7 +212,8 @@ internal sealed partial class RunManager(
             run.Outcome = "error";
             _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
             var close = textOpen ? [AgUi.Event(AgUi.TextMessageEnd, ("messageId", messageId))] : Array.Empty<JsonObject>();
-            await AppendAsync(run, [.. close, AgUi.Event(AgUi.RunError, ("message", "The run failed: " + ex.Message), ("code", "run_failed"), ("runId", run.RunId))])
+            var code = ex is UpstreamException upstream ? upstream.Code : "run_failed";
+            await AppendAsync(run, [.. close, AgUi.Event(AgUi.RunError, ("message", "The run failed: " + ex.Message), ("code", code), ("runId", run.RunId))])
                 .ConfigureAwait(false);
         }
         finally
@@ -213,6 +221,91 @@ internal sealed partial class RunManager(
             await presence.DisconnectAsync(run.SessionId, agent.Id, run.RunId, immediate: true).ConfigureAwait(false);
             _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
             run.Cancellation.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Opens the generation and waits for its first update, through the provider's retry and circuit breaker and then
+    /// along the model's fallbacks, exactly like the /v1 relay: nothing has been logged for the run's answer yet, so
+    /// nothing can be duplicated. After the first update no attempt is repeated.
+    /// </summary>
+    private async Task<(IAsyncEnumerator<ChatResponseUpdate> Updates, ModelRoute Route)> OpenAsync(
+        ActiveRun run, List<ChatMessage> chat, ChatOptions chatOptions, CancellationToken cancellationToken)
+    {
+        UpstreamException? last = null;
+        foreach (var route in catalog.Candidates(run.Route))
+        {
+            try
+            {
+                var updates = await resilience.For(route.ProviderName).ExecuteAsync(
+                    static async (s, _) => await s.Self.OpenOnceAsync(s.Route, s.Chat, s.Options, s.Token).ConfigureAwait(false),
+                    (Self: this, Route: route, Chat: chat, Options: chatOptions, Token: cancellationToken),
+                    cancellationToken).ConfigureAwait(false);
+                return (updates, route);
+            }
+            catch (BrokenCircuitException ex)
+            {
+                last = new UpstreamException(UpstreamFailureKind.CircuitOpen, $"Provider '{route.ProviderName}' is being skipped: its circuit is open.", inner: ex);
+            }
+            catch (UpstreamException ex) when (!ex.IsClientError)
+            {
+                last = ex;
+            }
+
+            Log.RunFallingBack(logger, run.SessionId, run.RunId, route.Name, last.Code);
+        }
+
+        throw last!;
+    }
+
+    private async ValueTask<IAsyncEnumerator<ChatResponseUpdate>> OpenOnceAsync(
+        ModelRoute route, List<ChatMessage> chat, ChatOptions chatOptions, CancellationToken cancellationToken)
+    {
+        var watchdog = new CancellationTokenSource(route.TimeToFirstTokenTimeout, time);
+        var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, watchdog.Token);
+        var updates = clients.Get(route.Name).GetStreamingResponseAsync(chat, chatOptions, linked.Token).GetAsyncEnumerator(linked.Token);
+        try
+        {
+            if (!await updates.MoveNextAsync().ConfigureAwait(false))
+            {
+                throw new UpstreamException(UpstreamFailureKind.Truncated, "The model ended its answer before sending anything.");
+            }
+
+            watchdog.CancelAfter(Timeout.InfiniteTimeSpan);
+            return new OwnedUpdates(updates, watchdog, linked);
+        }
+        catch (Exception ex)
+        {
+            await updates.DisposeAsync().ConfigureAwait(false);
+            linked.Dispose();
+            watchdog.Dispose();
+            throw ex switch
+            {
+                OperationCanceledException when watchdog.IsCancellationRequested && !cancellationToken.IsCancellationRequested =>
+                    new UpstreamException(UpstreamFailureKind.TimeToFirstToken, $"No first token within {route.TimeToFirstTokenTimeout.TotalSeconds:0.###} s.", inner: ex),
+                System.ClientModel.ClientResultException { Status: > 0 } result =>
+                    new UpstreamException(UpstreamFailureKind.Status, $"The upstream answered {result.Status}: {result.Message}", result.Status, inner: ex),
+                System.ClientModel.ClientResultException or HttpRequestException or IOException =>
+                    new UpstreamException(UpstreamFailureKind.Connection, $"The upstream connection failed: {ex.Message}", inner: ex),
+                _ => ex,
+            };
+        }
+    }
+
+    /// <summary>An update stream that also owns the cancellation sources of its attempt.</summary>
+    private sealed class OwnedUpdates(IAsyncEnumerator<ChatResponseUpdate> inner, params IDisposable[] owned) : IAsyncEnumerator<ChatResponseUpdate>
+    {
+        public ChatResponseUpdate Current => inner.Current;
+
+        public ValueTask<bool> MoveNextAsync() => inner.MoveNextAsync();
+
+        public async ValueTask DisposeAsync()
+        {
+            await inner.DisposeAsync().ConfigureAwait(false);
+            foreach (var item in owned)
+            {
+                item.Dispose();
+            }
         }
     }
 
@@ -306,7 +399,8 @@ internal sealed partial class RunManager(
     {
         public string SessionId { get; } = sessionId;
         public string RunId { get; } = runId;
-        public ModelRoute Route { get; } = route;
+        /// <summary>The model serving the run: the one asked for, or the fallback that answered.</summary>
+        public ModelRoute Route { get; set; } = route;
         public CancellationTokenSource Cancellation { get; } = cancellation;
         public Task? Task { get; set; }
         public string? Outcome { get; set; }
@@ -320,6 +414,9 @@ internal sealed partial class RunManager(
 
         [LoggerMessage(EventId = 4102, Level = LogLevel.Warning, Message = "Run {RunId} in session {SessionId} failed")]
         public static partial void RunFailed(ILogger logger, string sessionId, string runId, Exception exception);
+
+        [LoggerMessage(EventId = 4104, Level = LogLevel.Warning, Message = "Run {RunId} in session {SessionId}: model {Model} failed before its first token ({Code}); trying the next")]
+        public static partial void RunFallingBack(ILogger logger, string sessionId, string runId, string model, string code);
 
         [LoggerMessage(EventId = 4103, Level = LogLevel.Information, Message = "Run {RunId} in session {SessionId} cancelled: nobody watched for {Seconds} s")]
         public static partial void IdleCancel(ILogger logger, string sessionId, string runId, double seconds);

@@ -40,6 +40,44 @@ public sealed class RunUpstreamTests
     }
 
     [Fact]
+    public async Task StartRun_UpstreamFailsOnceBeforeTheFirstToken_IsRetriedAndAnswersOnce()
+    {
+        await using var upstream = await FakeUpstream.StartAsync(new UpstreamScript.Replay(Fixtures.Events("openai-chat-text-usage.sse")));
+        upstream.Then(new UpstreamScript.Fail(503));
+        await using var gateway = new GatewayFactory(Upstream(upstream).With("AiStream:Providers:up:MaxRetries", 2));
+        using var http = gateway.Client();
+        var session = NewSessionId();
+        using var watcher = await SessionWatcher.OpenAsync(http, session);
+
+        await StartRunAsync(http, session);
+        var events = await watcher.ReadUntilAsync(e => e.Type is "RUN_ERROR" or "RUN_FINISHED");
+
+        Assert.Equal("RUN_FINISHED", events[^1].Type);
+        Assert.Equal("success", events[^1].OutcomeType);
+        Assert.Equal(2, upstream.RequestCount);
+        var assistant = AssistantMessageId(events);
+        Assert.Equal("I'm sorry, I can't assist with that request.", TextOf(events, assistant));
+        Assert.Single(events, e => e.Type == "TEXT_MESSAGE_START" && e.Str("role") == "assistant");
+    }
+
+    [Fact]
+    public async Task StartRun_UpstreamKeepsFailing_FallsBackToTheNextModel()
+    {
+        await using var upstream = await FakeUpstream.StartAsync(new UpstreamScript.Fail(500));
+        await using var gateway = new GatewayFactory(Upstream(upstream).With("AiStream:Models:gpt-test:Fallbacks:0", "sim"));
+        using var http = gateway.Client();
+        var session = NewSessionId();
+        using var watcher = await SessionWatcher.OpenAsync(http, session);
+
+        await StartRunAsync(http, session, "Tell me about fallbacks");
+        var events = await watcher.ReadUntilAsync(e => e.Type is "RUN_ERROR" or "RUN_FINISHED");
+
+        Assert.Equal("RUN_FINISHED", events[^1].Type);
+        Assert.Equal(1, upstream.RequestCount);
+        Assert.True(TextOf(events, AssistantMessageId(events)).Split(' ').Length > 20, "the simulated fallback answered in prose");
+    }
+
+    [Fact]
     public async Task StartRun_UpstreamFails_EndsWithRunErrorCarryingMessageAndCode()
     {
         await using var upstream = await FakeUpstream.StartAsync(new UpstreamScript.Fail(500));
@@ -53,7 +91,7 @@ public sealed class RunUpstreamTests
 
         var error = events[^1];
         Assert.Equal("RUN_ERROR", error.Type);
-        Assert.Equal("run_failed", error.Str("code"));
+        Assert.Equal("upstream_error", error.Str("code"));
         Assert.False(string.IsNullOrWhiteSpace(error.Str("message")));
         Assert.DoesNotContain(events, e => e.Type == "TEXT_MESSAGE_START" && e.Str("role") == "assistant");
         await WaitUntilAsync(async () => ActiveRuns(await InfoAsync(http, session)).Count == 0, "the failed run to be gone");

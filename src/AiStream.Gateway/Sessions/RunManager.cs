@@ -13,7 +13,7 @@ using Microsoft.Extensions.Options;
 namespace AiStream.Gateway.Sessions;
 
 /// <summary>A request to start a run in a session.</summary>
-internal sealed record RunRequest(JsonArray? Messages, string? Model, string? Prompt, string? RunId = null);
+internal sealed record RunRequest(JsonArray? Messages, string? Model, string? Prompt, string? RunId = null, JsonNode? Tools = null);
 
 /// <summary>
 /// Starts and stops runs: one generation whose tokens become events in the session log. A run is the single writer of
@@ -45,6 +45,12 @@ internal sealed partial class RunManager(
         if (!catalog.TryResolve(modelName, out var route))
         {
             return (null, ApiError.ModelNotFound(modelName));
+        }
+
+        var (tools, toolsError) = ParseTools(request.Tools);
+        if (toolsError is not null)
+        {
+            return (null, toolsError);
         }
 
         var userEvents = new List<JsonObject>();
@@ -106,7 +112,7 @@ internal sealed partial class RunManager(
             await store.AppendAsync(sessionId, userEvents, null, null, cancellationToken).ConfigureAwait(false);
         }
 
-        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping));
+        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping)) { Tools = tools };
         _runs[Key(sessionId, runId)] = run;
         // Appending RUN_STARTED before answering means a watcher that joins right after the answer sees the run.
         await AppendAsync(run, AgUi.Event(AgUi.RunStarted, ("threadId", sessionId), ("runId", runId))).ConfigureAwait(false);
@@ -162,7 +168,8 @@ internal sealed partial class RunManager(
         try
         {
             var history = await store.MessagesAsync(run.SessionId, token).ConfigureAwait(false);
-            var (updates, route) = await OpenAsync(run, ToChat(history), new ChatOptions(), token).ConfigureAwait(false);
+            var chatOptions = new ChatOptions { Tools = run.Tools is { Count: > 0 } ? [.. run.Tools] : null };
+            var (updates, route) = await OpenAsync(run, ToChat(history), chatOptions, token).ConfigureAwait(false);
             run.Route = route;
             await using var _ = updates.ConfigureAwait(false);
             do
@@ -374,7 +381,27 @@ internal sealed partial class RunManager(
             switch (role)
             {
                 case "assistant":
-                    list.Add(new ChatMessage(ChatRole.Assistant, content));
+                    var assistant = new ChatMessage(ChatRole.Assistant, content);
+                    foreach (var call in (message["toolCalls"] as JsonArray ?? []).OfType<JsonObject>())
+                    {
+                        var function = call["function"] as JsonObject;
+                        Dictionary<string, object?>? arguments = null;
+                        try
+                        {
+                            arguments = (function?["arguments"] as JsonValue)?.ToString() is { Length: > 0 } json
+                                ? JsonSerializer.Deserialize<Dictionary<string, object?>>(json, AIJsonUtilities.DefaultOptions)
+                                : null;
+                        }
+                        catch (JsonException)
+                        {
+                            // Arguments that are not an object are passed on as none; the call itself still stands.
+                        }
+
+                        assistant.Contents.Add(new FunctionCallContent((call["id"] as JsonValue)?.ToString() ?? string.Empty,
+                            (function?["name"] as JsonValue)?.ToString() ?? string.Empty, arguments));
+                    }
+
+                    list.Add(assistant);
                     break;
                 case "tool":
                     list.Add(new ChatMessage(ChatRole.Tool, [new FunctionResultContent((message["toolCallId"] as JsonValue)?.ToString() ?? string.Empty, content)]));
@@ -391,6 +418,39 @@ internal sealed partial class RunManager(
         return list;
     }
 
+    /// <summary>AG-UI tools (<c>{name, description, parameters}</c>) as function declarations the model may call.</summary>
+    private static (List<AITool>? Tools, ApiError? Error) ParseTools(JsonNode? node)
+    {
+        if (node is null)
+        {
+            return (null, null);
+        }
+
+        if (node is not JsonArray array)
+        {
+            return (null, ApiError.BadRequest("'tools' must be an array.", "tools"));
+        }
+
+        var tools = new List<AITool>(array.Count);
+        for (var i = 0; i < array.Count; i++)
+        {
+            if (array[i] is not JsonObject tool || tool["name"] is not JsonValue name || name.GetValueKind() != JsonValueKind.String || name.GetValue<string>().Length == 0)
+            {
+                return (null, ApiError.BadRequest($"tools[{i}] must be an object with a non-empty string 'name'.", $"tools[{i}]"));
+            }
+
+            if (tool["parameters"] is { } parameters && parameters is not JsonObject)
+            {
+                return (null, ApiError.BadRequest($"tools[{i}].parameters must be a JSON schema object.", $"tools[{i}].parameters"));
+            }
+
+            var schema = JsonSerializer.SerializeToElement(tool["parameters"] as JsonObject ?? new JsonObject { ["type"] = "object" }, SessionsJsonContext.Default.JsonObject);
+            tools.Add(AIFunctionFactory.CreateDeclaration(name.GetValue<string>(), (tool["description"] as JsonValue)?.ToString(), schema));
+        }
+
+        return (tools, null);
+    }
+
     private static string Key(string sessionId, string runId) => sessionId + "\n" + runId;
 
     private static string NewId(string prefix) => prefix + "_" + Guid.NewGuid().ToString("N")[..20];
@@ -405,6 +465,9 @@ internal sealed partial class RunManager(
         public Task? Task { get; set; }
         public string? Outcome { get; set; }
         public string? CancelReason { get; set; }
+
+        /// <summary>Tools the model may call (AG-UI frontend tools).</summary>
+        public List<AITool>? Tools { get; init; }
     }
 
     private static partial class Log

@@ -65,7 +65,7 @@ internal static partial class SessionsEndpoints
         }
 
         var (runId, error) = await runs.StartAsync(sessionId,
-            new RunRequest(run["messages"] as JsonArray, (run["model"] as JsonValue)?.GetValue<string>(), (run["prompt"] as JsonValue)?.GetValue<string>()),
+            new RunRequest(run["messages"] as JsonArray, (run["model"] as JsonValue)?.GetValue<string>(), (run["prompt"] as JsonValue)?.GetValue<string>(), Tools: run["tools"]),
             cancellationToken);
         return error is not null
             ? error.ToResult()

@@ -78,7 +78,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
         }
 
         var (runId, error) = await runs.StartAsync(sessionId,
-            new RunRequest(body["messages"] as JsonArray, (body["model"] as JsonValue)?.ToString(), (body["prompt"] as JsonValue)?.ToString()),
+            new RunRequest(body["messages"] as JsonArray, (body["model"] as JsonValue)?.ToString(), (body["prompt"] as JsonValue)?.ToString(), Tools: body["tools"]),
             Context.ConnectionAborted);
         return error is null ? runId! : throw new HubException(error.Message);
     }

@@ -109,4 +109,73 @@ public sealed class AgUiTests
         Assert.Equal("hi", user["content"]!.GetValue<string>());
         Assert.Equal(2, messages.Count(m => m["role"]!.GetValue<string>() == "assistant"));
     }
+    [Fact]
+    public async Task PostAgui_WithAFrontendTool_StreamsTheToolCallThenAnswersTheResult()
+    {
+        await using var gateway = new GatewayFactory(Sim());
+        using var http = gateway.Client();
+        var session = NewSessionId();
+        var weather = new JsonObject
+        {
+            ["name"] = "get_weather",
+            ["description"] = "Current weather in a city",
+            ["parameters"] = new JsonObject
+            {
+                ["type"] = "object",
+                ["properties"] = new JsonObject { ["city"] = new JsonObject { ["type"] = "string" } },
+                ["required"] = new JsonArray("city"),
+            },
+        };
+        var input = RunAgentInput(session, "tool-1");
+        input["messages"] = new JsonArray(new JsonObject { ["id"] = "u1", ["role"] = "user", ["content"] = "What is the weather in Paris?" });
+        input["tools"] = new JsonArray(weather);
+
+        var first = (await RunAsync(http, input)).Select(e => e.Event).ToList();
+
+        Assert.Equal(["RUN_STARTED", "TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END", "RUN_FINISHED"], first.Select(Type));
+        var start = first[1];
+        Assert.Equal("get_weather", start["toolCallName"]!.GetValue<string>());
+        var callId = start["toolCallId"]!.GetValue<string>();
+        var parentId = start["parentMessageId"]!.GetValue<string>();
+        Assert.Equal("""{"city":"Paris"}""", first[2]["delta"]!.GetValue<string>());
+
+        // The frontend ran the tool and sends the history back with its result, as an AG-UI client does.
+        var second = RunAgentInput(session, "tool-2");
+        second["messages"] = new JsonArray(
+            new JsonObject { ["id"] = "u1", ["role"] = "user", ["content"] = "What is the weather in Paris?" },
+            new JsonObject
+            {
+                ["id"] = parentId,
+                ["role"] = "assistant",
+                ["toolCalls"] = new JsonArray(new JsonObject
+                {
+                    ["id"] = callId,
+                    ["type"] = "function",
+                    ["function"] = new JsonObject { ["name"] = "get_weather", ["arguments"] = """{"city":"Paris"}""" },
+                }),
+            },
+            new JsonObject { ["id"] = "t1", ["role"] = "tool", ["toolCallId"] = callId, ["content"] = "18 degrees and sunny" });
+        second["tools"] = new JsonArray(weather.DeepClone());
+
+        var answer = (await RunAsync(http, second)).Select(e => e.Event).ToList();
+
+        Assert.Equal("RUN_STARTED", Type(answer[0]));
+        Assert.Equal("RUN_FINISHED", Type(answer[^1]));
+        var text = string.Concat(answer.Where(e => Type(e) == "TEXT_MESSAGE_CONTENT").Select(e => e["delta"]!.GetValue<string>()));
+        Assert.Contains("18 degrees and sunny", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task PostAgui_MalformedTools_Returns400()
+    {
+        await using var gateway = new GatewayFactory(Sim());
+        using var http = gateway.Client();
+        var input = RunAgentInput(NewSessionId(), "bad-tools");
+        input["tools"] = new JsonArray(new JsonObject { ["description"] = "no name" });
+
+        using var response = await http.PostAsJsonAsync("agui", input);
+
+        Assert.Equal(400, (int)response.StatusCode);
+        Assert.Equal("tools[0]", (await response.Content.ReadFromJsonAsync<JsonObject>())!["error"]!["param"]!.GetValue<string>());
+    }
 }

@@ -326,85 +326,6 @@ internal sealed partial class CompletionProxy(
             last.Status, last.RetryAfter, last.Body, last.ContentType, last);
     }
 
-    private async Task<IResult> CompleteAsync(HttpContext context, CompletionRequest request, IReadOnlyList<ModelRoute> candidates, CancellationToken cancellationToken)
-    {
-        byte[] body;
-        ModelRoute route;
-        try
-        {
-            (body, route) = await WithFallbacksAsync(request, candidates, async (candidate, ct) =>
-            {
-                var upstreamBody = candidate.IsSimulated ? null : request.UpstreamBody(candidate);
-                var result = await resilience.For(candidate.ProviderName).ExecuteAsync(
-                    static async (state, _) => await state.Self.CompleteOnceAsync(state.Request, state.Route, state.Body, state.Token).ConfigureAwait(false),
-                    (Self: this, Request: request, Route: candidate, Body: upstreamBody, Token: ct),
-                    ct).ConfigureAwait(false);
-                return (result, candidate);
-            }, cancellationToken).ConfigureAwait(false);
-        }
-        catch (UpstreamException ex)
-        {
-            metrics.RecordCompletion(request.Model, "upstream_error");
-            return FailureResult(ex);
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-            Log.ClientLeftBeforeFirstToken(logger, request.Model);
-            metrics.RecordCompletion(request.Model, "client_cancelled");
-            return Results.Empty;
-        }
-
-        using (var tally = new UsageTally())
-        {
-            tally.Inspect(body);
-            RecordUsage(request, route, tally);
-        }
-
-        metrics.RecordCompletion(route.Name, "completed");
-        context.Response.Headers["X-AiStream-Model"] = route.Name;
-        context.Response.Headers["X-AiStream-Provider"] = route.ProviderName;
-        return TypedResults.Bytes(body, "application/json");
-    }
-
-    private async ValueTask<byte[]> CompleteOnceAsync(CompletionRequest request, ModelRoute route, byte[]? body, CancellationToken cancellationToken)
-    {
-        using var timeout = new CancellationTokenSource(route.RequestTimeout, time);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
-        try
-        {
-            if (route.IsSimulated)
-            {
-                var (messages, chatOptions) = request.ToChat();
-                var renderer = new ChunkRenderer(NewCompletionId(), route.UpstreamModel, time.GetUtcNow().ToUnixTimeSeconds());
-                var answer = await clients.CreateSimulated(route).GetResponseAsync(messages, chatOptions, linked.Token).ConfigureAwait(false);
-                return renderer.RenderCompletion(answer);
-            }
-
-            using var upstreamRequest = UpstreamRequests.Create(route, body!);
-            using var response = await httpClients.CreateClient(HttpClientName)
-                .SendAsync(upstreamRequest, HttpCompletionOption.ResponseHeadersRead, linked.Token).ConfigureAwait(false);
-            if (!response.IsSuccessStatusCode)
-            {
-                throw await UpstreamRequests.FailureAsync(response, time, linked.Token).ConfigureAwait(false);
-            }
-
-            return await response.Content.ReadAsByteArrayAsync(linked.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException ex) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-        {
-            throw Failed(route, new UpstreamException(UpstreamFailureKind.TimeToFirstToken,
-                $"No answer from the upstream within {route.RequestTimeout.TotalSeconds:0.###} s.", inner: ex));
-        }
-        catch (Exception ex) when (ex is HttpRequestException or IOException)
-        {
-            throw Failed(route, new UpstreamException(UpstreamFailureKind.Connection, $"The upstream connection failed: {ex.Message}", inner: ex));
-        }
-        catch (UpstreamException ex)
-        {
-            throw Failed(route, ex);
-        }
-    }
-
     private UpstreamException Failed(ModelRoute route, UpstreamException ex)
     {
         metrics.RecordUpstreamFailure(route.ProviderName, ex.Code);
@@ -475,27 +396,4 @@ internal sealed partial class CompletionProxy(
         }
     }
 
-    private static partial class Log
-    {
-        [LoggerMessage(EventId = 2001, Level = LogLevel.Warning, Message = "Attempt on model {Model} (provider {Provider}) failed with {Code}: {Reason}")]
-        public static partial void AttemptFailed(ILogger logger, string model, string provider, string code, string reason);
-
-        [LoggerMessage(EventId = 2002, Level = LogLevel.Warning, Message = "Model {Requested}: {Failed} failed with {Code}, falling back to {Next}")]
-        public static partial void FallingBack(ILogger logger, string requested, string failed, string next, string code);
-
-        [LoggerMessage(EventId = 2003, Level = LogLevel.Warning, Message = "Upstream for model {Model} failed mid-stream with {Code}: {Reason}; the client got an error event")]
-        public static partial void MidStreamFailure(ILogger logger, string model, string code, string reason);
-
-        [LoggerMessage(EventId = 2004, Level = LogLevel.Information, Message = "Client left before the first token of model {Model}; upstream cancelled")]
-        public static partial void ClientLeftBeforeFirstToken(ILogger logger, string model);
-
-        [LoggerMessage(EventId = 2005, Level = LogLevel.Information, Message = "Client left mid-stream on model {Model}; upstream cancelled")]
-        public static partial void ClientLeftMidStream(ILogger logger, string model);
-
-        [LoggerMessage(EventId = 2007, Level = LogLevel.Error, Message = "Relaying model {Model} failed inside the gateway")]
-        public static partial void RelayFailed(ILogger logger, string model, Exception exception);
-
-        [LoggerMessage(EventId = 2006, Level = LogLevel.Debug, Message = "Usage on model {Model} (provider {Provider}): {PromptTokens} prompt, {CompletionTokens} completion tokens, estimated: {Estimated}")]
-        public static partial void Usage(ILogger logger, string model, string provider, long promptTokens, long completionTokens, bool estimated);
-    }
 }

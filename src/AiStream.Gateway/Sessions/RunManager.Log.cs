@@ -1,0 +1,20 @@
+namespace AiStream.Gateway.Sessions;
+
+/// <summary>The run manager's log messages.</summary>
+internal sealed partial class RunManager
+{
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 4101, Level = LogLevel.Information, Message = "Run {RunId} in session {SessionId} ended: {Outcome}")]
+        public static partial void RunEnded(ILogger logger, string sessionId, string runId, string outcome);
+
+        [LoggerMessage(EventId = 4102, Level = LogLevel.Warning, Message = "Run {RunId} in session {SessionId} failed")]
+        public static partial void RunFailed(ILogger logger, string sessionId, string runId, Exception exception);
+
+        [LoggerMessage(EventId = 4104, Level = LogLevel.Warning, Message = "Run {RunId} in session {SessionId}: model {Model} failed before its first token ({Code}); trying the next")]
+        public static partial void RunFallingBack(ILogger logger, string sessionId, string runId, string model, string code);
+
+        [LoggerMessage(EventId = 4103, Level = LogLevel.Information, Message = "Run {RunId} in session {SessionId} cancelled: nobody watched for {Seconds} s")]
+        public static partial void IdleCancel(ILogger logger, string sessionId, string runId, double seconds);
+    }
+}

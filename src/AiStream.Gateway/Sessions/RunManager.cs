@@ -101,18 +101,17 @@ internal sealed partial class RunManager(
         }
 
         var runId = request.RunId ?? NewId("run");
-        if (_runs.ContainsKey(Key(sessionId, runId)))
+        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping)) { Tools = tools };
+        if (!_runs.TryAdd(Key(sessionId, runId), run))
         {
+            run.Cancellation.Dispose();
             return (null, new ApiError(StatusCodes.Status409Conflict, $"Run '{runId}' is already running.", "invalid_request_error", "run_exists", "runId"));
         }
 
         if (userEvents.Count > 0)
         {
-            await store.AppendAsync(sessionId, userEvents, null, null, cancellationToken).ConfigureAwait(false);
+            await store.AppendAsync(sessionId, userEvents, null, null, CancellationToken.None).ConfigureAwait(false);
         }
-
-        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping)) { Tools = tools };
-        _runs[Key(sessionId, runId)] = run;
         // Appending RUN_STARTED before answering means a watcher that joins right after the answer sees the run.
         await AppendAsync(run, AgUi.Event(AgUi.RunStarted, ("threadId", sessionId), ("runId", runId))).ConfigureAwait(false);
         run.Task = Task.Run(() => ExecuteAsync(run), CancellationToken.None);

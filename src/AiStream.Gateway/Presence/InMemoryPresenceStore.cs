@@ -165,6 +165,7 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
                 else
                 {
                     member.LastUpdateAt = now;
+                    member.UpdatePending = false; // this update carries the latest state already
                     update = Describe(member);
                 }
             }

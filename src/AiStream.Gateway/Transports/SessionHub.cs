@@ -54,6 +54,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
     }
 
     private MemberIdentity Identity => (MemberIdentity)Context.Items[IdentityKey]!;
+
     /// <summary>Joins a session: a replay after <paramref name="afterSeq"/> or a catch-up snapshot, then the live tail.</summary>
     public async Task<JoinResult> Join(string sessionId, long? afterSeq)
     {

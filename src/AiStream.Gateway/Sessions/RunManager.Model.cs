@@ -143,6 +143,34 @@ internal sealed partial class RunManager
         return list;
     }
 
+    /// <summary>AG-UI context (<c>[{description, value}]</c>) as one system message; null when there is none.</summary>
+    private static (string? Context, ApiError? Error) ParseContext(JsonNode? node)
+    {
+        if (node is null)
+        {
+            return (null, null);
+        }
+
+        if (node is not JsonArray items)
+        {
+            return (null, ApiError.BadRequest("'context' must be an array.", "context"));
+        }
+
+        var lines = new List<string>(items.Count);
+        for (var i = 0; i < items.Count; i++)
+        {
+            if (items[i] is not JsonObject item || item["description"] is not JsonValue description || description.GetValueKind() != JsonValueKind.String
+                || item["value"] is not JsonValue value || value.GetValueKind() != JsonValueKind.String)
+            {
+                return (null, ApiError.BadRequest($"context[{i}] must be an object with string 'description' and 'value'.", $"context[{i}]"));
+            }
+
+            lines.Add($"{description.GetValue<string>()}: {value.GetValue<string>()}");
+        }
+
+        return (lines.Count == 0 ? null : "Context from the application:\n" + string.Join("\n", lines), null);
+    }
+
     /// <summary>AG-UI tools (<c>{name, description, parameters}</c>) as function declarations the model may call.</summary>
     private static (List<AITool>? Tools, ApiError? Error) ParseTools(JsonNode? node)
     {

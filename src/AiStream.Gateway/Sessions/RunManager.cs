@@ -12,7 +12,7 @@ using Microsoft.Extensions.Options;
 namespace AiStream.Gateway.Sessions;
 
 /// <summary>A request to start a run in a session.</summary>
-internal sealed record RunRequest(JsonArray? Messages, string? Model, string? Prompt, string? RunId = null, JsonNode? Tools = null);
+internal sealed record RunRequest(JsonArray? Messages, string? Model, string? Prompt, string? RunId = null, JsonNode? Tools = null, JsonNode? Context = null);
 
 /// <summary>
 /// Starts and stops runs: one generation whose tokens become events in the session log. A run is the single writer of
@@ -50,6 +50,12 @@ internal sealed partial class RunManager(
         if (toolsError is not null)
         {
             return (null, toolsError);
+        }
+
+        var (context, contextError) = ParseContext(request.Context);
+        if (contextError is not null)
+        {
+            return (null, contextError);
         }
 
         var userEvents = new List<JsonObject>();
@@ -101,7 +107,7 @@ internal sealed partial class RunManager(
         }
 
         var runId = request.RunId ?? NewId("run");
-        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping)) { Tools = tools };
+        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping)) { Tools = tools, Context = context };
         if (!_runs.TryAdd(Key(sessionId, runId), run))
         {
             run.Cancellation.Dispose();
@@ -167,7 +173,13 @@ internal sealed partial class RunManager(
         {
             var history = await store.MessagesAsync(run.SessionId, token).ConfigureAwait(false);
             var chatOptions = new ChatOptions { Tools = run.Tools is { Count: > 0 } ? [.. run.Tools] : null };
-            var (updates, route) = await OpenAsync(run, ToChat(history), chatOptions, token).ConfigureAwait(false);
+            var chat = ToChat(history);
+            if (run.Context is { } context)
+            {
+                chat.Insert(0, new ChatMessage(ChatRole.System, context));
+            }
+
+            var (updates, route) = await OpenAsync(run, chat, chatOptions, token).ConfigureAwait(false);
             run.Route = route;
             await using var _ = updates.ConfigureAwait(false);
             do
@@ -301,6 +313,9 @@ internal sealed partial class RunManager(
 
         /// <summary>Tools the model may call (AG-UI frontend tools).</summary>
         public List<AITool>? Tools { get; init; }
+
+        /// <summary>AG-UI context for this run, given to the model as a system message.</summary>
+        public string? Context { get; init; }
     }
 
 }

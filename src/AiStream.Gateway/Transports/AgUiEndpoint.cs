@@ -68,7 +68,7 @@ internal static class AgUiEndpoint
                 await store.AppendAsync(sessionId, [AgUi.Event(AgUi.StateSnapshot, ("snapshot", state.DeepClone()))], null, null, cancellationToken);
             }
 
-            var (_, error) = await runs.StartAsync(sessionId, new RunRequest(input["messages"] as JsonArray, model, null, runId, input["tools"]), cancellationToken);
+            var (_, error) = await runs.StartAsync(sessionId, new RunRequest(input["messages"] as JsonArray, model, null, runId, input["tools"], input["context"]), cancellationToken);
             if (error is not null)
             {
                 return error.ToResult();

@@ -96,4 +96,36 @@ public sealed class RunUpstreamTests
         Assert.DoesNotContain(events, e => e.Type == "TEXT_MESSAGE_START" && e.Str("role") == "assistant");
         await WaitUntilAsync(async () => ActiveRuns(await InfoAsync(http, session)).Count == 0, "the failed run to be gone");
     }
+    [Fact]
+    public async Task PostAgui_WithContext_GivesItToTheModelAsASystemMessage()
+    {
+        await using var upstream = await FakeUpstream.StartAsync(new UpstreamScript.Replay(Fixtures.Events("openai-chat-text-usage.sse")));
+        await using var gateway = new GatewayFactory(Upstream(upstream));
+        using var http = gateway.Client();
+        var input = new JsonObject
+        {
+            ["threadId"] = NewSessionId(),
+            ["runId"] = "ctx-1",
+            ["messages"] = new JsonArray(new JsonObject { ["id"] = "u1", ["role"] = "user", ["content"] = "Where am I?" }),
+            ["tools"] = new JsonArray(),
+            ["context"] = new JsonArray(new JsonObject { ["description"] = "Current page", ["value"] = "/billing" }),
+            ["state"] = new JsonObject(),
+            ["forwardedProps"] = new JsonObject(),
+        };
+
+        using var response = await http.PostAsJsonAsync("agui", input);
+        var body = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(200, (int)response.StatusCode);
+        Assert.Contains("RUN_FINISHED", body, StringComparison.Ordinal);
+        var messages = Assert.Single(upstream.Requests).Body["messages"]!.AsArray();
+        Assert.Equal("system", messages[0]!["role"]!.GetValue<string>());
+        Assert.Contains("Current page: /billing", messages[0]!["content"]!.ToJsonString(), StringComparison.Ordinal);
+        Assert.Equal("user", messages[1]!["role"]!.GetValue<string>());
+
+        input["runId"] = "ctx-2";
+        input["context"] = new JsonArray(new JsonObject { ["description"] = 5 });
+        using var bad = await http.PostAsJsonAsync("agui", input);
+        Assert.Equal(400, (int)bad.StatusCode);
+    }
 }

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using AiStream.Gateway.Diagnostics;
 using AiStream.Gateway.Providers;
 using AiStream.Gateway.Resilience;
@@ -33,29 +32,10 @@ internal sealed partial class CompletionProxy(
     public async Task<IResult> HandleAsync(HttpContext context)
     {
         var cancellationToken = context.RequestAborted;
-        var request = context.Request;
-        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
+        var (node, readError) = await ClientJson.ReadAsync(context.Request, _options.MaxRequestBodyBytes, cancellationToken).ConfigureAwait(false);
+        if (readError is not null)
         {
-            size.MaxRequestBodySize = _options.MaxRequestBodyBytes;
-        }
-
-        if (request.ContentLength > _options.MaxRequestBodyBytes)
-        {
-            return TooLarge();
-        }
-
-        JsonNode? node;
-        try
-        {
-            node = await JsonNode.ParseAsync(request.Body, documentOptions: ClientJson.Strict, cancellationToken: cancellationToken).ConfigureAwait(false);
-        }
-        catch (JsonException ex)
-        {
-            return ApiError.BadRequest($"The request body is not valid JSON: {ex.Message}", code: "invalid_json").ToResult();
-        }
-        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            return TooLarge();
+            return readError.ToResult();
         }
 
         var parsed = CompletionRequest.Parse(node, catalog.DefaultModel, out var error);
@@ -74,9 +54,6 @@ internal sealed partial class CompletionProxy(
             ? await StreamAsync(context, parsed, candidates, cancellationToken).ConfigureAwait(false)
             : await CompleteAsync(context, parsed, candidates, cancellationToken).ConfigureAwait(false);
     }
-
-    private IResult TooLarge() => new ApiError(StatusCodes.Status413PayloadTooLarge,
-        $"The request body is larger than {_options.MaxRequestBodyBytes} bytes.", "invalid_request_error", "request_too_large").ToResult();
 
     private async Task<IResult> StreamAsync(HttpContext context, CompletionRequest request, IReadOnlyList<ModelRoute> candidates, CancellationToken cancellationToken)
     {

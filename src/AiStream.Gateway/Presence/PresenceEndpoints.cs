@@ -45,7 +45,7 @@ internal static class PresenceEndpoints
             return ApiError.BadRequest("'clientId' (query) must name the member whose state this is.", "clientId").ToResult();
         }
 
-        var (body, parseError) = await SessionsEndpoints.ReadJsonAsync(request, 64 * 1024, cancellationToken);
+        var (body, parseError) = await ClientJson.ReadAsync(request, 64 * 1024, cancellationToken);
         if (parseError is not null)
         {
             return parseError.ToResult();

@@ -35,7 +35,7 @@ internal static partial class SessionsEndpoints
             return idError.ToResult();
         }
 
-        var (body, parseError) = await ReadJsonAsync(request, 1024 * 1024, cancellationToken);
+        var (body, parseError) = await ClientJson.ReadAsync(request, 1024 * 1024, cancellationToken);
         if (parseError is not null)
         {
             return parseError.ToResult();
@@ -89,7 +89,7 @@ internal static partial class SessionsEndpoints
         }
 
         var limits = options.Value;
-        var (body, parseError) = await ReadJsonAsync(request, (long)limits.MaxEventBytes * Math.Min(limits.MaxPublishBatch, 64), cancellationToken);
+        var (body, parseError) = await ClientJson.ReadAsync(request, (long)limits.MaxEventBytes * Math.Min(limits.MaxPublishBatch, 64), cancellationToken);
         if (parseError is not null)
         {
             return parseError.ToResult();
@@ -126,33 +126,6 @@ internal static partial class SessionsEndpoints
         var result = await store.AppendAsync(sessionId, events, null, key.Length == 0 ? null : key, cancellationToken);
         return TypedResults.Json(new PublishResult(result.Seqs, result.Replayed), SessionsJsonContext.Default.PublishResult,
             statusCode: result.Replayed ? StatusCodes.Status200OK : StatusCodes.Status201Created);
-    }
-
-    /// <summary>Reads a JSON body up to <paramref name="limit"/> bytes; 400 for bad JSON, 413 past the limit.</summary>
-    internal static async Task<(JsonNode? Body, ApiError? Error)> ReadJsonAsync(HttpRequest request, long limit, CancellationToken cancellationToken)
-    {
-        if (request.HttpContext.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
-        {
-            size.MaxRequestBodySize = limit;
-        }
-
-        if (request.ContentLength > limit)
-        {
-            return (null, new ApiError(StatusCodes.Status413PayloadTooLarge, $"The body is larger than {limit} bytes.", "invalid_request_error", "request_too_large"));
-        }
-
-        try
-        {
-            return (await JsonNode.ParseAsync(request.Body, documentOptions: ClientJson.Strict, cancellationToken: cancellationToken), null);
-        }
-        catch (JsonException ex)
-        {
-            return (null, ApiError.BadRequest($"The body is not valid JSON: {ex.Message}", code: "invalid_json"));
-        }
-        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            return (null, new ApiError(StatusCodes.Status413PayloadTooLarge, $"The body is larger than {limit} bytes.", "invalid_request_error", "request_too_large"));
-        }
     }
 
     [GeneratedRegex("^[A-Za-z0-9._:-]{1,128}$")]

@@ -23,7 +23,7 @@ internal static class AgUiEndpoint
     private static async Task<IResult> RunAsync(HttpContext context, ISessionStore store, RunManager runs, IOptions<SessionsOptions> sessionOptions)
     {
         var cancellationToken = context.RequestAborted;
-        var (node, parseError) = await SessionsEndpoints.ReadJsonAsync(context.Request, 4 * 1024 * 1024, cancellationToken);
+        var (node, parseError) = await ClientJson.ReadAsync(context.Request, 4 * 1024 * 1024, cancellationToken);
         if (parseError is not null)
         {
             return parseError.ToResult();

@@ -54,52 +54,6 @@ internal sealed record ApiError(int Status, string Message, string Type, string?
     };
 }
 
-/// <summary>How client JSON is read everywhere: a repeated property name is a 400, not an ambiguity.</summary>
-internal static class ClientJson
-{
-    public static readonly System.Text.Json.JsonDocumentOptions Strict = new() { AllowDuplicateProperties = false, MaxDepth = 64 };
-
-    /// <summary>Reads a JSON body up to <paramref name="limit"/> bytes; 400 for bad JSON, 413 past the limit.</summary>
-    public static async Task<(System.Text.Json.Nodes.JsonNode? Body, ApiError? Error)> ReadAsync(HttpRequest request, long limit, CancellationToken cancellationToken)
-    {
-        if (request.HttpContext.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
-        {
-            size.MaxRequestBodySize = limit;
-        }
-
-        if (request.ContentLength > limit)
-        {
-            return (null, new ApiError(StatusCodes.Status413PayloadTooLarge, $"The body is larger than {limit} bytes.", "invalid_request_error", "request_too_large"));
-        }
-
-        try
-        {
-            return (await System.Text.Json.Nodes.JsonNode.ParseAsync(request.Body, documentOptions: Strict, cancellationToken: cancellationToken), null);
-        }
-        catch (System.Text.Json.JsonException ex)
-        {
-            return (null, ApiError.BadRequest($"The body is not valid JSON: {ex.Message}", code: "invalid_json"));
-        }
-        catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            return (null, new ApiError(StatusCodes.Status413PayloadTooLarge, $"The body is larger than {limit} bytes.", "invalid_request_error", "request_too_large"));
-        }
-    }
-
-    /// <summary>Parses client JSON from a SignalR argument with the same rules as HTTP bodies; null on bad JSON.</summary>
-    public static System.Text.Json.Nodes.JsonNode? FromElement(System.Text.Json.JsonElement element)
-    {
-        try
-        {
-            return System.Text.Json.Nodes.JsonNode.Parse(element.GetRawText(), documentOptions: Strict);
-        }
-        catch (System.Text.Json.JsonException)
-        {
-            return null;
-        }
-    }
-}
-
 /// <summary>One entry of <c>GET /v1/models</c>.</summary>
 internal sealed record ModelEntry(
     [property: JsonPropertyName("id")] string Id,

@@ -104,6 +104,13 @@ internal static class AgUiEndpoint
                 batch.Clear();
                 await writer.FlushAsync(cancellationToken);
             }
+
+            if (!finished && subscriber.CloseReason is { } reason && !cancellationToken.IsCancellationRequested)
+            {
+                // Fell too far behind: say why before closing; the run's events stay in the session log.
+                SessionFrames.WriteComment(writer, "disconnected: " + reason);
+                await writer.FlushAsync(cancellationToken);
+            }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {

@@ -15,11 +15,15 @@ internal sealed class SessionEvent
     public const int MaxMergedChars = 64 * 1024;
 
     private byte[]? _json;
+    private string? _seqText;
     private string? _delta;
     private StringBuilder? _merged;
 
     /// <summary>Position in the session: strictly increasing, the id a client resumes from.</summary>
     public required long Seq { get; internal set; }
+
+    /// <summary>The position as text, for SSE <c>id:</c> lines; made once and shared by every watcher.</summary>
+    public string SeqText => _seqText ??= Seq.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     public required string Type { get; init; }
 
@@ -86,6 +90,7 @@ internal sealed class SessionEvent
         {
             _merged!.Append(next.Delta);
             Seq = next.Seq;
+            _seqText = null;
             Timestamp = next.Timestamp;
             RunId = next.RunId;
             return this;

@@ -81,29 +81,8 @@ internal static class AgUiEndpoint
             context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
             using var registration = cancellationToken.Register(static s => ((Subscriber)s!).Close(), subscriber);
             var writer = response.BodyWriter;
-            var batch = new List<SessionEvent>(64);
             var finished = false;
-            while (!finished)
-            {
-                var (open, _) = await subscriber.DrainAsync(batch);
-                if (!open)
-                {
-                    break;
-                }
-
-                foreach (var e in batch)
-                {
-                    SessionFrames.Write(writer, AgUiStrict(e));
-                    if (e.Type is AgUi.RunFinished or AgUi.RunError)
-                    {
-                        finished = true;
-                        break;
-                    }
-                }
-
-                batch.Clear();
-                await writer.FlushAsync(cancellationToken);
-            }
+            await SessionEventStream.WriteAsync(writer, [], subscriber, AgUiStrict, e => finished = e.Type is AgUi.RunFinished or AgUi.RunError, cancellationToken);
 
             if (!finished && subscriber.CloseReason is { } reason && !cancellationToken.IsCancellationRequested)
             {

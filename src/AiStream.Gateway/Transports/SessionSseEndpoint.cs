@@ -77,38 +77,7 @@ internal static partial class SessionSseEndpoint
         try
         {
             SessionFrames.WriteRetry(writer, transportOptions.Value.SseRetryMilliseconds);
-            foreach (var e in first.Events)
-            {
-                SessionFrames.Write(writer, e);
-            }
-
-            await writer.FlushAsync(cancellationToken);
-            var batch = new List<SessionEvent>(64);
-            while (true)
-            {
-                var (open, beat) = await subscriber.DrainAsync(batch);
-                if (!open)
-                {
-                    break;
-                }
-
-                foreach (var e in batch)
-                {
-                    SessionFrames.Write(writer, e);
-                }
-
-                if (beat && batch.Count == 0)
-                {
-                    SessionFrames.WriteComment(writer, "heartbeat");
-                }
-
-                batch.Clear();
-                var flushed = await writer.FlushAsync(cancellationToken);
-                if (flushed.IsCompleted || flushed.IsCanceled)
-                {
-                    break;
-                }
-            }
+            await SessionEventStream.WriteAsync(writer, first.Events, subscriber, null, null, cancellationToken);
 
             if (subscriber.CloseReason is { } reason && !cancellationToken.IsCancellationRequested)
             {

@@ -22,6 +22,7 @@ internal sealed partial class RunManager(
     ISessionStore store,
     ModelCatalog catalog,
     ChatClientFactory clients,
+    TokenCounter tokens,
     AiStreamMetrics metrics,
     IPresenceStore presence,
     UpstreamResilience resilience,
@@ -164,6 +165,9 @@ internal sealed partial class RunManager(
         var token = run.Cancellation.Token;
         var messageId = NewId("msg");
         var textOpen = false;
+        List<ChatMessage>? answered = null; // the conversation the model accepted, once it answered
+        var generated = new System.Text.StringBuilder();
+        UsageDetails? reported = null;
         using var idleTimer = StartIdleWatch(run);
         // The run is a member of the session too, so a dashboard shows a thinking agent the way it shows a person.
         var agent = new MemberIdentity("agent:" + run.RunId, run.Route.Name, null, "agent");
@@ -181,6 +185,7 @@ internal sealed partial class RunManager(
 
             var (updates, route) = await OpenAsync(run, chat, chatOptions, token).ConfigureAwait(false);
             run.Route = route;
+            answered = chat;
             await using var _ = updates.ConfigureAwait(false);
             do
             {
@@ -197,20 +202,21 @@ internal sealed partial class RunManager(
                                 await AppendAsync(run, AgUi.Event(AgUi.TextMessageStart, ("messageId", messageId), ("role", "assistant"))).ConfigureAwait(false);
                             }
 
+                            generated.Append(text.Text);
                             await AppendAsync(run, AgUi.Event(AgUi.TextMessageContent, ("messageId", messageId), ("delta", text.Text))).ConfigureAwait(false);
                             break;
                         case FunctionCallContent call:
                             await presence.SetStateAsync(run.SessionId, agent.Id,
                                 new JsonObject { ["status"] = "calling_tool", ["tool"] = call.Name, ["runId"] = run.RunId }).ConfigureAwait(false);
                             var arguments = JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), ChunkRenderer.CompactJson);
+                            generated.Append(call.Name).Append(arguments);
                             await AppendAsync(run,
                                 AgUi.Event(AgUi.ToolCallStart, ("toolCallId", call.CallId), ("toolCallName", call.Name), ("parentMessageId", messageId)),
                                 AgUi.Event(AgUi.ToolCallArgs, ("toolCallId", call.CallId), ("delta", arguments)),
                                 AgUi.Event(AgUi.ToolCallEnd, ("toolCallId", call.CallId))).ConfigureAwait(false);
                             break;
                         case UsageContent usage:
-                            metrics.RecordUsage(new UsageRecord(run.Route.Name, run.Route.ProviderName,
-                                usage.Details.InputTokenCount ?? 0, usage.Details.OutputTokenCount ?? 0, false));
+                            reported = usage.Details;
                             break;
                     }
                 }
@@ -235,6 +241,7 @@ internal sealed partial class RunManager(
         }
         finally
         {
+            RecordUsage(run, answered, generated, reported);
             await presence.DisconnectAsync(run.SessionId, agent.Id, run.RunId, immediate: true).ConfigureAwait(false);
             _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
             run.Cancellation.Dispose();
@@ -262,6 +269,23 @@ internal sealed partial class RunManager(
         events.Add(AgUi.Event(AgUi.RunFinished, ("threadId", run.SessionId), ("runId", run.RunId), ("outcome", outcomeBody)));
         await AppendAsync(run, [.. events]).ConfigureAwait(false);
         Log.RunEnded(logger, run.SessionId, run.RunId, outcome);
+    }
+
+    /// <summary>
+    /// Usage is always counted: what the model reported, or, when it reported nothing (no usage from the upstream, a
+    /// cancelled or failed run), the prompt and the generated text counted with the tokenizer.
+    /// </summary>
+    private void RecordUsage(ActiveRun run, List<ChatMessage>? chat, System.Text.StringBuilder generated, UsageDetails? reported)
+    {
+        if (chat is null)
+        {
+            return; // no model answered: nothing was consumed
+        }
+
+        var estimated = reported?.InputTokenCount is null || reported.OutputTokenCount is null;
+        var input = reported?.InputTokenCount ?? tokens.CountPrompt(chat.Select(m => (m.Role.Value, m.AuthorName, m.Text)), null);
+        var output = reported?.OutputTokenCount ?? tokens.Count(generated.ToString());
+        metrics.RecordUsage(new UsageRecord(run.Route.Name, run.Route.ProviderName, input, output, estimated));
     }
 
     /// <summary>Checks every second whether anyone watches the session; cancels the run after the idle limit.</summary>

@@ -1,6 +1,10 @@
+using System.Diagnostics.Metrics;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
+using AiStream.Gateway.Providers;
 using AiStream.IntegrationTests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using static AiStream.IntegrationTests.Sessions.SessionApi;
 
 namespace AiStream.IntegrationTests.Sessions;
@@ -127,5 +131,41 @@ public sealed class RunUpstreamTests
         input["context"] = new JsonArray(new JsonObject { ["description"] = 5 });
         using var bad = await http.PostAsJsonAsync("agui", input);
         Assert.Equal(400, (int)bad.StatusCode);
+    }
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Run_UsageIsAlwaysRecorded_FromTheUpstreamOrCountedWhenItSendsNone(bool upstreamSendsUsage)
+    {
+        var events = Fixtures.Events("openai-chat-text-usage.sse")
+            .Where(e => upstreamSendsUsage || !e.Contains("\"choices\":[]", StringComparison.Ordinal)).ToList();
+        await using var upstream = await FakeUpstream.StartAsync(new UpstreamScript.Replay(events));
+        await using var gateway = new GatewayFactory(Upstream(upstream));
+        using var http = gateway.Client();
+        using var collector = new MetricCollector<long>(gateway.Services.GetRequiredService<IMeterFactory>(), "AiStream", "gen_ai.client.token.usage");
+        var session = NewSessionId();
+        using var watcher = await SessionWatcher.OpenAsync(http, session);
+
+        await StartRunAsync(http, session, "Say something kind");
+        await watcher.ReadUntilAsync(e => e.Type == "RUN_FINISHED");
+        await collector.WaitForMeasurementsAsync(2, TimeSpan.FromSeconds(5));
+
+        var snapshot = collector.GetMeasurementSnapshot();
+        var output = snapshot.Single(m => (string)m.Tags["gen_ai.token.type"]! == "output");
+        var input = snapshot.Single(m => (string)m.Tags["gen_ai.token.type"]! == "input");
+        Assert.Equal("gpt-test", output.Tags["gen_ai.request.model"]);
+        if (upstreamSendsUsage)
+        {
+            var usage = Fixtures.Payloads("openai-chat-text-usage.sse").Select(p => JsonNode.Parse(p)!["usage"]).Last(u => u is not null)!;
+            Assert.Equal("upstream", output.Tags["aistream.usage.source"]);
+            Assert.Equal(usage["completion_tokens"]!.GetValue<long>(), output.Value);
+            Assert.Equal(usage["prompt_tokens"]!.GetValue<long>(), input.Value);
+        }
+        else
+        {
+            Assert.Equal("estimated", output.Tags["aistream.usage.source"]);
+            Assert.Equal(new TokenCounter().Count("I'm sorry, I can't assist with that request."), output.Value);
+            Assert.True(input.Value > 0);
+        }
     }
 }

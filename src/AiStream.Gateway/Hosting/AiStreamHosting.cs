@@ -100,6 +100,8 @@ internal static class AiStreamHosting
         services.AddOptions<TransportsOptions>().BindConfiguration(TransportsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
         services.TryAddSingleton<HubSubscriptions>();
         services.AddSignalR(options => options.StatefulReconnectBufferSize = 1024 * 1024);
+        services.AddOptions<Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets.SocketTransportOptions>()
+            .Configure<IOptions<TransportsOptions>>((sockets, transports) => TcpKeepAlive.Apply(sockets, transports.Value.TcpKeepAliveSeconds));
         return services;
     }
 

@@ -12,6 +12,14 @@ public sealed class TransportsOptions
     [Range(0.1, 3600)]
     public double SseHeartbeatSeconds { get; set; } = 15;
 
+    /// <summary>
+    /// TCP keep-alive idle time on accepted connections, in seconds; 0 turns it off. A watcher that vanished without a
+    /// FIN or RST (a laptop closed, a network gone) is then found dead after about idle + 3 × 5 s, and its presence
+    /// ends, instead of lingering until a write times out minutes later. Default 15.
+    /// </summary>
+    [Range(0, 7200)]
+    public int TcpKeepAliveSeconds { get; set; } = 15;
+
     /// <summary>The <c>retry:</c> hint sent to EventSource clients, in milliseconds. Default 2000.</summary>
     [Range(0, 600_000)]
     public int SseRetryMilliseconds { get; set; } = 2_000;

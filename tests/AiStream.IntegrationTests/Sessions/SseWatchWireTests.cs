@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using AiStream.IntegrationTests.Infrastructure;
 using Microsoft.Extensions.Time.Testing;
 using static AiStream.IntegrationTests.Sessions.SessionApi;
@@ -49,5 +50,30 @@ public sealed class SseWatchWireTests
 
         Assert.Equal([": heartbeat"], await next.WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.InRange(time.GetUtcNow() - new FakeTimeProvider().GetUtcNow(), TimeSpan.FromSeconds(15), TimeSpan.FromSeconds(16));
+    }
+    [Theory]
+    [InlineData(15, true)]
+    [InlineData(0, false)]
+    public async Task Watch_AcceptedConnection_HasTcpKeepAliveSoAVanishedPeerIsFound(int seconds, bool expected)
+    {
+        await using var gateway = new GatewayFactory(new Dictionary<string, string?> { ["AiStream:Transports:TcpKeepAliveSeconds"] = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+        using var http = gateway.Client();
+        var port = http.BaseAddress!.Port;
+
+        using var response = await http.GetAsync($"api/sessions/{NewSessionId()}/events", HttpCompletionOption.ResponseHeadersRead);
+        using var reader = new SseReader(await response.Content.ReadAsStreamAsync());
+        Assert.NotNull(await reader.NextEventAsync());
+
+        // The kernel's view of the gateway's side of the connection: ss shows a keepalive timer when it is on.
+        using var ss = Process.Start(new ProcessStartInfo("ss", ["-tnoH", "state", "established", $"( sport = :{port} )"]) { RedirectStandardOutput = true })!;
+        var sockets = await ss.StandardOutput.ReadToEndAsync();
+        await ss.WaitForExitAsync();
+
+        Assert.NotEmpty(sockets.Trim());
+        Assert.Equal(expected, sockets.Contains("keepalive", StringComparison.Ordinal));
+        if (expected)
+        {
+            Assert.Matches(@"timer:\(keepalive,1[0-5]sec", sockets);
+        }
     }
 }

@@ -38,16 +38,21 @@ internal sealed partial class InMemorySessionStore : ISessionStore, IDisposable
         }
     }
 
+    /// <summary>Sessions held in memory now.</summary>
+    internal int SessionCount => _sessions.Count;
+
     public int Watchers(string sessionId) => _sessions.TryGetValue(sessionId, out var log) ? log.Watchers : 0;
 
+    // Reads never create a session: only writing to it or watching it does, so a stream of lookups of made-up ids
+    // costs no memory.
     public ValueTask<IReadOnlyList<JsonObject>> MessagesAsync(string sessionId, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Log(sessionId).Messages());
+        ValueTask.FromResult(_sessions.TryGetValue(sessionId, out var log) ? log.Messages() : (IReadOnlyList<JsonObject>)[]);
 
     public ValueTask<bool> HasMessageAsync(string sessionId, string messageId, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Log(sessionId).HasMessage(messageId));
+        ValueTask.FromResult(_sessions.TryGetValue(sessionId, out var log) && log.HasMessage(messageId));
 
     public ValueTask<SessionInfo> InfoAsync(string sessionId, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Log(sessionId).Info(sessionId));
+        ValueTask.FromResult(_sessions.TryGetValue(sessionId, out var log) ? log.Info(sessionId) : new SessionInfo(sessionId, 0, 1, 0, []));
 
     private SessionLog Log(string sessionId) => _sessions.GetOrAdd(sessionId, static (_, self) => new SessionLog(self._options, self._time, self._presenceCap), this);
 

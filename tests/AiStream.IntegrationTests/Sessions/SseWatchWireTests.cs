@@ -76,4 +76,24 @@ public sealed class SseWatchWireTests
             Assert.Matches(@"timer:\(keepalive,1[0-5]sec", sockets);
         }
     }
+    [Fact]
+    public async Task Info_OfSessionsNobodyUsed_AnswersEmptyWithoutCreatingThem()
+    {
+        await using var gateway = new GatewayFactory();
+        using var http = gateway.Client();
+        var store = (AiStream.Gateway.Sessions.InMemorySessionStore)Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
+            .GetRequiredService<AiStream.Gateway.Sessions.ISessionStore>(gateway.Services);
+        var before = store.SessionCount;
+
+        for (var i = 0; i < 50; i++)
+        {
+            var info = await InfoAsync(http, NewSessionId());
+            Assert.Equal(0, info["headSeq"]!.GetValue<long>());
+            Assert.Empty(ActiveRuns(info));
+        }
+
+        Assert.Equal(before, store.SessionCount);
+        await PublishAsync(http, NewSessionId(), Custom("x", 1));
+        Assert.Equal(before + 1, store.SessionCount);
+    }
 }

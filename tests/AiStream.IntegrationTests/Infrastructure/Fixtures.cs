@@ -7,6 +7,22 @@ internal static class Fixtures
 {
     private static readonly Lazy<string> Directory = new(Locate);
 
+    /// <summary>The repository's root folder (the one holding AiStream.sln).</summary>
+    public static string RepositoryRoot => FindRoot();
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(System.IO.Path.Combine(dir.FullName, "AiStream.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new DirectoryNotFoundException("AiStream.sln not found above " + AppContext.BaseDirectory);
+    }
+
     public static string Path(string name) => System.IO.Path.Combine(Directory.Value, name);
 
     public static byte[] Bytes(string name) => File.ReadAllBytes(Path(name));

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.IO.Pipelines;
-using System.Text;
 
 namespace AiStream.Gateway.Completions;
 
@@ -45,10 +44,4 @@ internal static class SseWriter
     public static void WriteDone(PipeWriter writer) => writer.Write(Done);
 
     public static void WriteHeartbeat(PipeWriter writer) => writer.Write(Heartbeat);
-
-    public static void WriteText(PipeWriter writer, string json)
-    {
-        var bytes = Encoding.UTF8.GetBytes(json);
-        WriteData(writer, bytes);
-    }
 }

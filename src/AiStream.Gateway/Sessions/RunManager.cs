@@ -158,8 +158,6 @@ internal sealed partial class RunManager(
         return run.Outcome ?? "cancelling";
     }
 
-    public bool IsActive(string sessionId, string runId) => _runs.ContainsKey(Key(sessionId, runId));
-
     private async Task ExecuteAsync(ActiveRun run)
     {
         var token = run.Cancellation.Token;

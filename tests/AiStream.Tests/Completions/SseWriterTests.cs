@@ -51,14 +51,6 @@ public sealed class SseWriterTests
     }
 
     [Fact]
-    public async Task WriteText_Json_WritesSameBytesAsWriteData()
-    {
-        var written = await Capture(w => SseWriter.WriteText(w, """{"error":{"message":"upstream failed"}}"""));
-
-        Assert.Equal("data: {\"error\":{\"message\":\"upstream failed\"}}\n\n", written);
-    }
-
-    [Fact]
     public async Task WriteDone_Always_WritesDoneEvent()
     {
         var written = await Capture(SseWriter.WriteDone);

@@ -169,6 +169,41 @@ public sealed class OpenAISdkTests
     }
 
     [Fact]
+    public async Task CompleteChatStreaming_PrimaryUpstreamDown_StreamsFromTheFallbackWithUsage()
+    {
+        await using var primary = await FakeUpstream.StartAsync(new UpstreamScript.Fail(503));
+        await using var secondary = await FakeUpstream.StartAsync(new UpstreamScript.Replay(Fixtures.Events("vllm-chat-text-usage.sse")));
+        var settings = Settings.Compatible(primary.BaseUrl, "gpt-test", "p1");
+        foreach (var (key, value) in Settings.Compatible(secondary.BaseUrl, "backup", "p2"))
+        {
+            settings[key] = value;
+        }
+
+        settings["AiStream:Models:gpt-test:Fallbacks:0"] = "backup";
+        await using var gateway = new GatewayFactory(settings);
+        var client = Client(gateway.Start(), "gpt-test");
+
+        var text = new StringBuilder();
+        ChatTokenUsage? usage = null;
+        await foreach (var update in client.CompleteChatStreamingAsync([new UserChatMessage("hi")]))
+        {
+            foreach (var part in update.ContentUpdate)
+            {
+                text.Append(part.Text);
+            }
+
+            usage ??= update.Usage;
+        }
+
+        var expected = string.Concat(Fixtures.Payloads("vllm-chat-text-usage.sse")
+            .Select(p => System.Text.Json.Nodes.JsonNode.Parse(p)!["choices"]?.AsArray().FirstOrDefault()?["delta"]?["content"]?.GetValue<string>()));
+        Assert.Equal(expected, text.ToString());
+        Assert.Equal(ExpectedUsage("vllm-chat-text-usage.sse"), (usage!.InputTokenCount, usage.OutputTokenCount));
+        Assert.Equal(1, primary.RequestCount);
+        Assert.Equal("backup-upstream", Assert.Single(secondary.Requests).Body["model"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task CompleteChat_UnknownModel_ThrowsWith404()
     {
         await using var gateway = new GatewayFactory();

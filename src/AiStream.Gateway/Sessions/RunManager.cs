@@ -12,7 +12,7 @@ using Microsoft.Extensions.Options;
 namespace AiStream.Gateway.Sessions;
 
 /// <summary>A request to start a run in a session.</summary>
-internal sealed record RunRequest(JsonArray? Messages, string? Model, string? Prompt, string? RunId = null, JsonNode? Tools = null, JsonNode? Context = null);
+internal sealed record RunRequest(JsonNode? Messages, string? Model, string? Prompt, string? RunId = null, JsonNode? Tools = null, JsonNode? Context = null, JsonObject? State = null);
 
 /// <summary>
 /// Starts and stops runs: one generation whose tokens become events in the session log. A run is the single writer of
@@ -60,7 +60,18 @@ internal sealed partial class RunManager(
         }
 
         var userEvents = new List<JsonObject>();
-        if (request.Messages is { } messages)
+        if (request.State is { Count: > 0 } state)
+        {
+            // The caller's shared state (AG-UI RunAgentInput.state) goes into the log before the run that sees it.
+            userEvents.Add(AgUi.Event(AgUi.StateSnapshot, ("snapshot", state.DeepClone())));
+        }
+
+        if (request.Messages is { } node && node is not JsonArray)
+        {
+            return (null, ApiError.BadRequest("'messages' must be an array.", "messages"));
+        }
+
+        if (request.Messages is JsonArray messages)
         {
             for (var i = 0; i < messages.Count; i++)
             {

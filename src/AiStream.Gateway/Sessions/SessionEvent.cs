@@ -53,8 +53,11 @@ internal sealed class SessionEvent
         init => _json = value;
     }
 
-    /// <summary>True for a subscriber's own merged event that can still take more text.</summary>
-    public bool CanMergeMore => _merged is not null && _json is null && _merged.Length < MaxMergedChars;
+    /// <summary>
+    /// True when a behind subscriber may merge the next delta into this event: its text is still under
+    /// <see cref="MaxMergedChars"/> (measured without building the string) and, if merged already, not yet serialised.
+    /// </summary>
+    public bool AcceptsMoreText => (_merged?.Length ?? _delta?.Length ?? 0) < MaxMergedChars && (_merged is null || _json is null);
 
     /// <summary>Serialises <paramref name="body"/> (which must carry its type) with <paramref name="seq"/> and a timestamp.</summary>
     public static SessionEvent Create(JsonObject body, long seq, long timestamp, string? runId)
@@ -86,7 +89,7 @@ internal sealed class SessionEvent
     /// </summary>
     public SessionEvent MergeWith(SessionEvent next)
     {
-        if (CanMergeMore)
+        if (_merged is not null && _json is null)
         {
             _merged!.Append(next.Delta);
             Seq = next.Seq;

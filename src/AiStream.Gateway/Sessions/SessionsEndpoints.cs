@@ -46,11 +46,6 @@ internal static partial class SessionsEndpoints
             return ApiError.BadRequest("The body must be a JSON object.").ToResult();
         }
 
-        if (run["messages"] is { } messages && messages is not JsonArray)
-        {
-            return ApiError.BadRequest("'messages' must be an array.", "messages").ToResult();
-        }
-
         foreach (var name in (ReadOnlySpan<string>)["model", "prompt"])
         {
             if (run[name] is { } value && value.GetValueKind() != JsonValueKind.String)
@@ -65,7 +60,7 @@ internal static partial class SessionsEndpoints
         }
 
         var (runId, error) = await runs.StartAsync(sessionId,
-            new RunRequest(run["messages"] as JsonArray, (run["model"] as JsonValue)?.GetValue<string>(), (run["prompt"] as JsonValue)?.GetValue<string>(), Tools: run["tools"]),
+            new RunRequest(run["messages"], (run["model"] as JsonValue)?.GetValue<string>(), (run["prompt"] as JsonValue)?.GetValue<string>(), Tools: run["tools"]),
             cancellationToken);
         return error is not null
             ? error.ToResult()

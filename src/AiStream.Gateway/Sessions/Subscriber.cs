@@ -45,7 +45,7 @@ internal sealed class Subscriber(int coalesceThreshold, int hardLimit)
             if (_count >= coalesceThreshold && e.Type == AgUi.TextMessageContent && _count > 0)
             {
                 ref var last = ref _ring[(_head + _count - 1) % _ring.Length];
-                if (last.Type == AgUi.TextMessageContent && last.MessageId == e.MessageId && (last.CanMergeMore || last.Delta!.Length < SessionEvent.MaxMergedChars))
+                if (last.Type == AgUi.TextMessageContent && last.MessageId == e.MessageId && last.AcceptsMoreText)
                 {
                     last = last.MergeWith(e);
                     Coalesced++;

@@ -48,11 +48,6 @@ internal static class AgUiEndpoint
         var runId = input["runId"] is JsonValue run && run.GetValueKind() == JsonValueKind.String && run.GetValue<string>().Length > 0
             ? run.GetValue<string>()
             : "run_" + Guid.NewGuid().ToString("N")[..20];
-        if (input["messages"] is { } messages && messages is not JsonArray)
-        {
-            return ApiError.BadRequest("'messages' must be an array.", "messages").ToResult();
-        }
-
         var model = input["forwardedProps"] is JsonObject props && props["model"] is JsonValue m && m.GetValueKind() == JsonValueKind.String
             ? m.GetValue<string>()
             : null;
@@ -63,12 +58,7 @@ internal static class AgUiEndpoint
         await store.SubscribeAsync(sessionId, null, subscriber, cancellationToken);
         try
         {
-            if (input["state"] is JsonObject { Count: > 0 } state)
-            {
-                await store.AppendAsync(sessionId, [AgUi.Event(AgUi.StateSnapshot, ("snapshot", state.DeepClone()))], null, null, cancellationToken);
-            }
-
-            var (_, error) = await runs.StartAsync(sessionId, new RunRequest(input["messages"] as JsonArray, model, null, runId, input["tools"], input["context"]), cancellationToken);
+            var (_, error) = await runs.StartAsync(sessionId, new RunRequest(input["messages"], model, null, runId, input["tools"], input["context"], input["state"] as JsonObject), cancellationToken);
             if (error is not null)
             {
                 return error.ToResult();

@@ -79,7 +79,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
         }
 
         var (runId, error) = await runs.StartAsync(sessionId,
-            new RunRequest(body["messages"] as JsonArray, (body["model"] as JsonValue)?.ToString(), (body["prompt"] as JsonValue)?.ToString(), Tools: body["tools"]),
+            new RunRequest(body["messages"], (body["model"] as JsonValue)?.ToString(), (body["prompt"] as JsonValue)?.ToString(), Tools: body["tools"]),
             Context.ConnectionAborted);
         return error is null ? runId! : throw new HubException(error.Message);
     }

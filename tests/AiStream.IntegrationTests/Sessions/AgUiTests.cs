@@ -178,4 +178,30 @@ public sealed class AgUiTests
         Assert.Equal(400, (int)response.StatusCode);
         Assert.Equal("tools[0]", (await response.Content.ReadFromJsonAsync<JsonObject>())!["error"]!["param"]!.GetValue<string>());
     }
+    [Fact]
+    public async Task PostAgui_WithState_LogsItBeforeTheRunAndNotWhenTheInputIsRejected()
+    {
+        await using var gateway = new GatewayFactory(Sim());
+        using var http = gateway.Client();
+        var session = NewSessionId();
+        using var watcher = await SessionWatcher.OpenAsync(http, session);
+
+        var rejected = RunAgentInput(session, "state-bad");
+        rejected["state"] = new JsonObject { ["count"] = 1 };
+        rejected["messages"] = "not an array";
+        using (var response = await http.PostAsJsonAsync("agui", rejected))
+        {
+            Assert.Equal(400, (int)response.StatusCode);
+        }
+
+        var input = RunAgentInput(session, "state-ok");
+        input["state"] = new JsonObject { ["count"] = 3 };
+        await RunAsync(http, input);
+        var events = await watcher.ReadUntilTypeAsync("RUN_FINISHED");
+
+        var snapshots = events.Where(e => e.Type == "STATE_SNAPSHOT" && e.Id > (watcher.SnapshotHead ?? 0)).ToList();
+        var state = Assert.Single(snapshots);
+        Assert.Equal(3, state.Data["snapshot"]!["count"]!.GetValue<int>());
+        Assert.True(state.Seq < events.Single(e => e.Type == "RUN_STARTED").Seq);
+    }
 }

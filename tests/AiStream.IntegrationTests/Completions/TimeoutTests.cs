@@ -42,13 +42,16 @@ public sealed class TimeoutTests
 
         var send = http.PostAsJsonAsync("v1/chat/completions", Body());
         await upstream.FirstRequest.WaitAsync(TimeSpan.FromSeconds(10));
-        var start = time.GetUtcNow();
-        using var response = await AdvanceUntil(time, send, TimeSpan.FromSeconds(1));
+        // Just short of the timeout nothing happens; reaching it answers without any more fake time passing.
+        time.Advance(TimeSpan.FromSeconds(4.9));
+        await Task.WhenAny(send, Task.Delay(200));
+        Assert.False(send.IsCompleted, "answered before the time-to-first-token timeout");
+        time.Advance(TimeSpan.FromSeconds(0.1));
+        using var response = await send.WaitAsync(TimeSpan.FromSeconds(10));
         var problem = await response.Content.ReadFromJsonAsync<JsonObject>();
 
         Assert.Equal(504, (int)response.StatusCode);
         Assert.Equal("upstream_timeout", problem!["error"]!["code"]!.GetValue<string>());
-        Assert.InRange(time.GetUtcNow() - start, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(7));
         await upstream.Aborted.WaitAsync(TimeSpan.FromSeconds(5)); // the stalled upstream request was cancelled
     }
 
@@ -67,11 +70,15 @@ public sealed class TimeoutTests
         using var request = new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions") { Content = JsonContent.Create(Body()) };
         var send = http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         await upstream.FirstRequest.WaitAsync(TimeSpan.FromSeconds(10));
-        using var response = await AdvanceUntil(time, send, TimeSpan.FromSeconds(1));
+        // Headers only go out with the first heartbeat, two seconds in: not before, and then without more time passing.
+        time.Advance(TimeSpan.FromSeconds(1.9));
+        await Task.WhenAny(send, Task.Delay(200));
+        Assert.False(send.IsCompleted, "committed to a 200 before the heartbeat delay");
+        time.Advance(TimeSpan.FromSeconds(0.1));
+        using var response = await send.WaitAsync(TimeSpan.FromSeconds(10));
 
-        // Headers only went out when the first heartbeat did, two seconds in.
         Assert.Equal(200, (int)response.StatusCode);
-        Assert.InRange(time.GetUtcNow() - start, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(3));
+        Assert.Equal(TimeSpan.FromSeconds(2), time.GetUtcNow() - start);
         using var reader = new SseReader(await response.Content.ReadAsStreamAsync());
         var events = await AdvanceUntil(time, reader.ReadAllAsync(), TimeSpan.FromSeconds(1));
 

@@ -3,6 +3,7 @@ using AiStream.Gateway.Diagnostics;
 using AiStream.Gateway.Presence;
 using AiStream.Gateway.Providers;
 using AiStream.Gateway.Resilience;
+using AiStream.Gateway.Scaleout;
 using AiStream.Gateway.Sessions;
 using AiStream.Gateway.Transports;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
@@ -22,6 +23,8 @@ internal static class AiStreamHosting
         services.AddAiStreamProviders();
         services.AddAiStreamCompletions();
         services.AddAiStreamDiagnostics();
+        // Before sessions and presence: with Redis configured it registers the shared stores first.
+        services.AddAiStreamScaleout(builder.Configuration);
         services.AddAiStreamSessions();
         services.AddAiStreamPresence();
         services.AddAiStreamTransports();

@@ -13,7 +13,7 @@ internal enum PresenceUpdate
     TooLarge,
 }
 
-/// <summary>Who is in each session: members, their connections and state. In-memory today; Redis makes it cross-node.</summary>
+/// <summary>Who is in each session: members, their connections and state. In memory on one node; in Redis across nodes.</summary>
 internal interface IPresenceStore
 {
     /// <summary>How often a transport should renew a live connection.</summary>
@@ -32,5 +32,5 @@ internal interface IPresenceStore
     Task<PresenceUpdate> SetStateAsync(string sessionId, string memberId, JsonObject state);
 
     /// <summary>The members present now, with connection counts and state.</summary>
-    (IReadOnlyList<JsonObject> Members, int Total) List(string sessionId, int limit);
+    ValueTask<(IReadOnlyList<JsonObject> Members, int Total)> ListAsync(string sessionId, int limit, CancellationToken cancellationToken);
 }

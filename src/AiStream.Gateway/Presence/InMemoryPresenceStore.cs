@@ -184,7 +184,10 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
     }
 
     /// <summary>The members present now, with connection counts and state.</summary>
-    public (IReadOnlyList<JsonObject> Members, int Total) List(string sessionId, int limit)
+    public ValueTask<(IReadOnlyList<JsonObject> Members, int Total)> ListAsync(string sessionId, int limit, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(List(sessionId, limit));
+
+    private (IReadOnlyList<JsonObject> Members, int Total) List(string sessionId, int limit)
     {
         if (!_sessions.TryGetValue(sessionId, out var session))
         {
@@ -323,7 +326,7 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
     {
         try
         {
-            await _log.AppendAsync(sessionId, [AgUi.Event(AgUi.Custom, ("name", name), ("value", value))], null, null, CancellationToken.None).ConfigureAwait(false);
+            await _log.AppendAsync(sessionId, [AgUi.Event(AgUi.Custom, ("name", name), ("value", value))], null, null, CancellationToken.None, buffered: true).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {

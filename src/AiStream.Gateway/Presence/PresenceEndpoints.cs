@@ -17,7 +17,7 @@ internal static class PresenceEndpoints
         return app;
     }
 
-    private static IResult List(string sessionId, IPresenceStore store, int? limit)
+    private static async Task<IResult> List(string sessionId, IPresenceStore store, int? limit, CancellationToken cancellationToken)
     {
         if (SessionsEndpoints.CheckSessionId(sessionId) is { } error)
         {
@@ -29,7 +29,7 @@ internal static class PresenceEndpoints
             return ApiError.BadRequest("'limit' must be 1 or more.", "limit").ToResult();
         }
 
-        var (members, total) = store.List(sessionId, limit ?? 1000);
+        var (members, total) = await store.ListAsync(sessionId, limit ?? 1000, cancellationToken);
         return TypedResults.Json(new PresenceList(sessionId, total, members), PresenceJsonContext.Default.PresenceList);
     }
 

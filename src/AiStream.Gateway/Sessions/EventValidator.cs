@@ -54,10 +54,17 @@ internal static class EventValidator
             AgUi.StateSnapshot => body.ContainsKey("snapshot") ? null : "'snapshot' is required",
             AgUi.StateDelta => body["delta"] is JsonArray ops ? JsonPatch.Check(ops) : "'delta' must be a JSON Patch array",
             AgUi.MessagesSnapshot => body["messages"] is JsonArray ? null : "'messages' must be an array",
-            AgUi.Custom => String(body, "name"),
+            AgUi.Custom => String(body, "name") ?? Reserved(body["name"]!.GetValue<string>()),
             _ => null,
         };
     }
+
+    // presence.* and stream.* events are written by the gateway itself; a client publishing them could fake who is
+    // here or a gap notice.
+    private static string? Reserved(string name) =>
+        name.StartsWith("presence.", StringComparison.Ordinal) || name.StartsWith("stream.", StringComparison.Ordinal)
+            ? $"CUSTOM event names starting with 'presence.' or 'stream.' are reserved for the gateway ('{name}')"
+            : null;
 
     private static string? Outcome(JsonObject body) =>
         body["outcome"] is null || (body["outcome"] is JsonObject outcome && outcome["type"] is JsonValue type && type.GetValueKind() == JsonValueKind.String)

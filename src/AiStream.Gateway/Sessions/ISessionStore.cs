@@ -21,7 +21,15 @@ internal sealed record AppendResult(IReadOnlyList<SessionEvent> Events, bool Rep
 internal interface ISessionStore
 {
     /// <summary>Appends events in order and fans them out to the session's subscribers.</summary>
-    ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey, CancellationToken cancellationToken);
+    /// <param name="buffered">
+    /// True for events the gateway produces itself (runs, presence): when a shared store is unreachable they are
+    /// delivered to local watchers and written when it is back. False for a client's publish, which then fails with
+    /// <see cref="SessionStoreUnavailableException"/> so the client can retry.
+    /// </param>
+    ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey, CancellationToken cancellationToken, bool buffered = false);
+
+    /// <summary>Keeps a session's local state (its mirror of a shared log) while a run writes to it.</summary>
+    IDisposable Retain(string sessionId);
 
     /// <summary>
     /// Registers <paramref name="subscriber"/> and returns what it must see first: the events after
@@ -42,3 +50,6 @@ internal interface ISessionStore
 
     ValueTask<SessionInfo> InfoAsync(string sessionId, CancellationToken cancellationToken);
 }
+
+/// <summary>The shared store could not take a write that must not be buffered (a client's publish); the client should retry.</summary>
+internal sealed class SessionStoreUnavailableException(string message, Exception? inner = null) : Exception(message, inner);

@@ -24,8 +24,11 @@ internal sealed partial class InMemorySessionStore : ISessionStore, IDisposable
         _sweeper = time.CreateTimer(_ => Sweep(), null, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
     }
 
-    public ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey, CancellationToken cancellationToken) =>
+    public ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey, CancellationToken cancellationToken, bool buffered = false) =>
         ValueTask.FromResult(Log(sessionId).Append(events, runId, idempotencyKey));
+
+    // A session with a run is never idle (its run is active in the projection), so there is nothing to hold here.
+    public IDisposable Retain(string sessionId) => NoopDisposable.Instance;
 
     public ValueTask<SubscribeResult> SubscribeAsync(string sessionId, long? afterSeq, Subscriber subscriber, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Log(sessionId).Subscribe(afterSeq, subscriber));
@@ -74,12 +77,21 @@ internal sealed partial class InMemorySessionStore : ISessionStore, IDisposable
     private static partial void Log_SessionForgotten(ILogger logger, string sessionId);
 }
 
+internal sealed class NoopDisposable : IDisposable
+{
+    public static readonly NoopDisposable Instance = new();
+
+    public void Dispose()
+    {
+    }
+}
+
 /// <summary>One session: its bounded log, projection, subscribers and remembered idempotency keys, behind one lock.</summary>
 internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int presenceSnapshotCap = 100)
 {
     private readonly Lock _lock = new();
     private readonly LinkedList<SessionEvent> _events = new();
-    private readonly SessionProjection _projection = new() { PresenceSnapshotCap = presenceSnapshotCap };
+    private readonly SessionProjection _projection = new();
     private readonly List<Subscriber> _subscribers = [];
     private readonly Dictionary<string, (long[] Seqs, DateTimeOffset At)> _idempotency = new(StringComparer.Ordinal);
     private long _head;
@@ -95,6 +107,21 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
             }
         }
     }
+
+    /// <summary>The last position in this log.</summary>
+    public long Head
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _head;
+            }
+        }
+    }
+
+    /// <summary>False when the projection misses history (a mirror loaded after the shared log was trimmed past its checkpoint).</summary>
+    public bool Complete { get; private set; } = true;
 
     public AppendResult Append(IReadOnlyList<JsonObject> bodies, string? runId, string? idempotencyKey)
     {
@@ -121,34 +148,173 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
                 appended[i] = e;
             }
 
-            Trim(now);
             if (idempotencyKey is not null)
             {
                 _idempotency[idempotencyKey] = (appended.Select(e => e.Seq).ToArray(), now);
             }
 
-            // Queue for every subscriber inside the lock so that each sees the log's order; queuing never blocks and
-            // never touches a socket.
-            var closed = false;
-            foreach (var subscriber in _subscribers)
-            {
-                foreach (var e in appended)
-                {
-                    if (!subscriber.Enqueue(e))
-                    {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
-
-            if (closed)
-            {
-                _subscribers.RemoveAll(s => s.IsClosed);
-            }
+            PublishLocked(appended, now);
         }
 
         return new AppendResult(appended, false, appended.Select(e => e.Seq).ToArray());
+    }
+
+    /// <summary>
+    /// Adds events that already have their positions (assigned by a shared log), in order. Events at or below the head
+    /// are skipped, so a batch seen twice (its writer's own echo) is applied once. The caller guarantees no gap.
+    /// </summary>
+    public void ApplyStored(IReadOnlyList<(SessionEvent Event, JsonObject Body)> events)
+    {
+        lock (_lock)
+        {
+            var now = time.GetUtcNow();
+            _lastActivity = now;
+            List<SessionEvent>? fresh = null;
+            foreach (var (e, body) in events)
+            {
+                if (e.Seq <= _head)
+                {
+                    continue;
+                }
+
+                _head = e.Seq;
+                _projection.Apply(e.Type, body, e.RunId);
+                _events.AddLast(e);
+                (fresh ??= []).Add(e);
+            }
+
+            if (fresh is not null)
+            {
+                PublishLocked(fresh, now);
+            }
+        }
+    }
+
+    /// <summary>Starts an empty log from a checkpoint: the projection at <paramref name="seq"/>, no events yet.</summary>
+    public void Restore(long seq, IEnumerable<(JsonObject Body, string? RunId)> checkpoint, bool complete)
+    {
+        lock (_lock)
+        {
+            foreach (var (body, runId) in checkpoint)
+            {
+                _projection.Apply(body["type"]!.GetValue<string>(), body, runId);
+            }
+
+            _head = seq;
+            Complete = complete;
+        }
+    }
+
+    /// <summary>The whole projection at the head (presence uncapped): what a shared log stores so snapshots survive trimming.</summary>
+    public (long Seq, List<(JsonObject Body, string? RunId)> Events) Checkpoint()
+    {
+        lock (_lock)
+        {
+            return (_head, _projection.Snapshot(int.MaxValue).ToList());
+        }
+    }
+
+    /// <summary>
+    /// Takes over <paramref name="old"/>'s subscribers after a gap that could not be filled: each gets
+    /// <paramref name="notice"/> and then this log's catch-up snapshot, so it never silently misses events.
+    /// </summary>
+    public void TakeOver(SessionLog old, JsonObject notice)
+    {
+        List<Subscriber> moved;
+        lock (old._lock)
+        {
+            moved = [.. old._subscribers];
+            old._subscribers.Clear();
+        }
+
+        lock (_lock)
+        {
+            var timestamp = time.GetUtcNow().ToUnixTimeMilliseconds();
+            var catchUp = new List<SessionEvent> { SessionEvent.Create(notice, _head, timestamp, null) };
+            catchUp.AddRange(_projection.Snapshot(presenceSnapshotCap).Select(s => SessionEvent.Create(s.Body, _head, timestamp, s.RunId)));
+            foreach (var subscriber in moved)
+            {
+                foreach (var e in catchUp)
+                {
+                    subscriber.Enqueue(e);
+                }
+
+                _subscribers.Add(subscriber);
+            }
+        }
+    }
+
+    /// <summary>Like <see cref="TakeOver"/> but without a notice or snapshot: for a log that replaces an empty one.</summary>
+    public void TakeOverQuietly(SessionLog old)
+    {
+        lock (old._lock)
+        {
+            lock (_lock)
+            {
+                _subscribers.AddRange(old._subscribers);
+                old._subscribers.Clear();
+            }
+        }
+    }
+
+    /// <summary>Text messages of a run still open (started, not ended).</summary>
+    public IReadOnlyList<string> OpenMessages(string runId)
+    {
+        lock (_lock)
+        {
+            return _projection.OpenMessageIds(runId);
+        }
+    }
+
+    public void Touch()
+    {
+        lock (_lock)
+        {
+            _lastActivity = time.GetUtcNow();
+        }
+    }
+
+    /// <summary>Active runs according to the log.</summary>
+    public IReadOnlyList<string> ActiveRuns()
+    {
+        lock (_lock)
+        {
+            return [.. _projection.ActiveRuns];
+        }
+    }
+
+    /// <summary>True when nothing is subscribed and nothing happened for <paramref name="idle"/>.</summary>
+    public bool IsUnused(TimeSpan idle)
+    {
+        lock (_lock)
+        {
+            return _subscribers.Count == 0 && time.GetUtcNow() - _lastActivity > idle;
+        }
+    }
+
+    private void PublishLocked(IReadOnlyList<SessionEvent> appended, DateTimeOffset now)
+    {
+        Trim(now);
+
+        // Queue for every subscriber inside the lock so that each sees the log's order; queuing never blocks and
+        // never touches a socket.
+        var closed = false;
+        foreach (var subscriber in _subscribers)
+        {
+            foreach (var e in appended)
+            {
+                if (!subscriber.Enqueue(e))
+                {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+
+        if (closed)
+        {
+            _subscribers.RemoveAll(s => s.IsClosed);
+        }
     }
 
     public SubscribeResult Subscribe(long? afterSeq, Subscriber subscriber)
@@ -172,7 +338,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
 
             // New, too far behind, or from a log this process never had: a synthesized catch-up at the head's position.
             var timestamp = time.GetUtcNow().ToUnixTimeMilliseconds();
-            var snapshot = _projection.Snapshot().Select(s => SessionEvent.Create(s.Body, _head, timestamp, s.RunId)).ToList();
+            var snapshot = _projection.Snapshot(presenceSnapshotCap).Select(s => SessionEvent.Create(s.Body, _head, timestamp, s.RunId)).ToList();
             return new SubscribeResult(snapshot, _head, true);
         }
     }

@@ -26,6 +26,7 @@ internal sealed partial class RunManager(
     AiStreamMetrics metrics,
     IPresenceStore presence,
     UpstreamResilience resilience,
+    IRunControl runControl,
     IOptions<SessionsOptions> options,
     TimeProvider time,
     IHostApplicationLifetime lifetime,
@@ -126,9 +127,14 @@ internal sealed partial class RunManager(
             return (null, new ApiError(StatusCodes.Status409Conflict, $"Run '{runId}' is already running.", "invalid_request_error", "run_exists", "runId"));
         }
 
+        // Cancels sent to other nodes find this one; the session's state stays on this node while the run writes.
+        runControl.Listen((session, id, reason) => _runs.ContainsKey(Key(session, id)) ? CancelAsync(session, id, reason) : Task.CompletedTask);
+        run.Retention = store.Retain(sessionId);
+        await runControl.RegisterAsync(sessionId, runId).ConfigureAwait(false);
+
         if (userEvents.Count > 0)
         {
-            await store.AppendAsync(sessionId, userEvents, null, null, CancellationToken.None).ConfigureAwait(false);
+            await store.AppendAsync(sessionId, userEvents, null, null, CancellationToken.None, buffered: true).ConfigureAwait(false);
         }
         // Appending RUN_STARTED before answering means a watcher that joins right after the answer sees the run.
         await AppendAsync(run, AgUi.Event(AgUi.RunStarted, ("threadId", sessionId), ("runId", runId))).ConfigureAwait(false);
@@ -136,12 +142,12 @@ internal sealed partial class RunManager(
         return (runId, null);
     }
 
-    /// <summary>Cancels a run and waits (briefly) for it to end; null when no such run is active.</summary>
+    /// <summary>Cancels a run (on whichever node runs it) and waits (briefly) for it to end; null when no such run is active.</summary>
     public async Task<string?> CancelAsync(string sessionId, string runId, string reason)
     {
         if (!_runs.TryGetValue(Key(sessionId, runId), out var run))
         {
-            return null;
+            return await CancelElsewhereAsync(sessionId, runId, reason).ConfigureAwait(false);
         }
 
         run.CancelReason ??= reason;
@@ -167,6 +173,29 @@ internal sealed partial class RunManager(
         }
 
         return run.Outcome ?? "cancelling";
+    }
+
+    private async Task<string?> CancelElsewhereAsync(string sessionId, string runId, string reason)
+    {
+        if (!await runControl.CancelElsewhereAsync(sessionId, runId, reason).ConfigureAwait(false))
+        {
+            return null;
+        }
+
+        // The run ends on its node; its end reaches this node's copy of the log.
+        var deadline = time.GetUtcNow() + TimeSpan.FromSeconds(5);
+        while (time.GetUtcNow() < deadline)
+        {
+            var info = await store.InfoAsync(sessionId, CancellationToken.None).ConfigureAwait(false);
+            if (!info.ActiveRuns.Contains(runId))
+            {
+                return "cancelled";
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(50), time).ConfigureAwait(false);
+        }
+
+        return "cancelling";
     }
 
     private async Task ExecuteAsync(ActiveRun run)
@@ -253,6 +282,8 @@ internal sealed partial class RunManager(
             RecordUsage(run, answered, generated, reported);
             await presence.DisconnectAsync(run.SessionId, agent.Id, run.RunId, immediate: true).ConfigureAwait(false);
             _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
+            await runControl.UnregisterAsync(run.SessionId, run.RunId).ConfigureAwait(false);
+            run.Retention?.Dispose();
             run.Cancellation.Dispose();
         }
     }
@@ -327,7 +358,7 @@ internal sealed partial class RunManager(
     }
 
     private ValueTask<AppendResult> AppendAsync(ActiveRun run, params JsonObject[] events) =>
-        store.AppendAsync(run.SessionId, events, run.RunId, null, CancellationToken.None);
+        store.AppendAsync(run.SessionId, events, run.RunId, null, CancellationToken.None, buffered: true);
 
     private static string Key(string sessionId, string runId) => sessionId + "\n" + runId;
 
@@ -343,6 +374,9 @@ internal sealed partial class RunManager(
         public Task? Task { get; set; }
         public string? Outcome { get; set; }
         public string? CancelReason { get; set; }
+
+        /// <summary>Keeps the session's state on this node while the run writes.</summary>
+        public IDisposable? Retention { get; set; }
 
         /// <summary>Tools the model may call (AG-UI frontend tools).</summary>
         public List<AITool>? Tools { get; init; }

@@ -83,6 +83,28 @@ internal sealed class SessionEvent
     }
 
     /// <summary>
+    /// An event read back from a shared log: <paramref name="json"/> already carries its <c>seq</c> and timestamp. Also
+    /// returns the parsed body, which the projection needs.
+    /// </summary>
+    public static (SessionEvent Event, JsonObject Body) FromStored(byte[] json, long seq, string? runId, long appendedAt)
+    {
+        var body = (JsonObject)JsonNode.Parse(json)!;
+        var type = body["type"]!.GetValue<string>();
+        var e = new SessionEvent
+        {
+            Seq = seq,
+            Type = type,
+            MessageId = (body["messageId"] as JsonValue)?.GetValueKind() == JsonValueKind.String ? body["messageId"]!.GetValue<string>() : null,
+            Delta = type == AgUi.TextMessageContent ? (body["delta"] as JsonValue)?.ToString() : null,
+            RunId = runId,
+            Timestamp = body["timestamp"] is JsonValue ts && ts.GetValueKind() == JsonValueKind.Number ? ts.GetValue<long>() : appendedAt,
+            AppendedAt = appendedAt,
+            Json = json,
+        };
+        return (e, body);
+    }
+
+    /// <summary>
     /// A <c>TEXT_MESSAGE_CONTENT</c> holding this one's text followed by <paramref name="next"/>'s: what a behind
     /// subscriber gets. The first merge makes a subscriber-owned event; later merges append to it in place, and it is
     /// serialised once, when the writer takes it (outside the log's lock), so merging stays linear.

@@ -18,14 +18,13 @@ internal sealed class SessionProjection
     private readonly Dictionary<string, JsonObject> _presence = new(StringComparer.Ordinal);
     private JsonNode? _state = new JsonObject();
 
-    /// <summary>Most members the catch-up snapshot lists; the total is always given.</summary>
-    public int PresenceSnapshotCap { get; init; } = 100;
-
     /// <summary>Runs started and not yet finished.</summary>
     public IReadOnlyCollection<string> ActiveRuns => _activeRuns.Keys;
 
     /// <summary>Completed messages in AG-UI shape (id, role, content, toolCalls, toolCallId).</summary>
     public IReadOnlyList<JsonObject> Messages => _messages;
+
+    public IReadOnlyList<string> OpenMessageIds(string runId) => _openMessages.Values.Where(m => m.RunId == runId).Select(m => m.Id).ToList();
 
     public bool HasMessage(string id) => _messagesById.ContainsKey(id) || _openMessages.ContainsKey(id);
 
@@ -110,8 +109,25 @@ internal sealed class SessionProjection
                 _state = e["snapshot"]?.DeepClone();
                 break;
             case AgUi.Custom when Str(e, "name") is { } name && name.StartsWith("presence.", StringComparison.Ordinal)
-                && e["value"] is JsonObject member && Str(member, "id") is { } memberId:
-                if (name == "presence.leave")
+                && e["value"] is JsonObject member:
+                var memberId = Str(member, "id");
+                if (name == "presence.snapshot")
+                {
+                    // A checkpoint's presence (only checkpoints restore from a snapshot event).
+                    _presence.Clear();
+                    foreach (var m in (member["members"] as JsonArray ?? []).OfType<JsonObject>())
+                    {
+                        if (Str(m, "id") is { } snapId)
+                        {
+                            _presence[snapId] = (JsonObject)m.DeepClone();
+                        }
+                    }
+                }
+                else if (memberId is null)
+                {
+                    break;
+                }
+                else if (name == "presence.leave")
                 {
                     _presence.Remove(memberId);
                 }
@@ -135,13 +151,14 @@ internal sealed class SessionProjection
     /// The catch-up: <c>MESSAGES_SNAPSHOT</c> and <c>STATE_SNAPSHOT</c>, then for each run in progress <c>RUN_STARTED</c>
     /// and its open text messages (start plus one content with the text so far) and open tool calls.
     /// </summary>
-    public IEnumerable<(JsonObject Body, string? RunId)> Snapshot()
+    /// <param name="presenceCap">Most members the presence snapshot lists; the total is always given.</param>
+    public IEnumerable<(JsonObject Body, string? RunId)> Snapshot(int presenceCap)
     {
         yield return (AgUi.Event(AgUi.MessagesSnapshot, ("messages", new JsonArray(_messages.Select(m => (JsonNode)m.DeepClone()).ToArray()))), null);
         yield return (AgUi.Event(AgUi.StateSnapshot, ("snapshot", _state?.DeepClone() ?? new JsonObject())), null);
         yield return (AgUi.Event(AgUi.Custom, ("name", "presence.snapshot"), ("value", new JsonObject
         {
-            ["members"] = new JsonArray(_presence.Values.Take(PresenceSnapshotCap).Select(m => (JsonNode)m.DeepClone()).ToArray()),
+            ["members"] = new JsonArray(_presence.Values.Take(presenceCap).Select(m => (JsonNode)m.DeepClone()).ToArray()),
             ["total"] = _presence.Count,
         })), null);
         foreach (var (runId, threadId) in _activeRuns)

@@ -35,7 +35,7 @@ public sealed class ExpiryTests
         await time.AdvanceAsync(TimeSpan.FromSeconds(Ttl - 1));
         var beforeTtl = await SyncAsync(http, session, observer);
         Assert.Equal(["presence.join"], beforeTtl.Where(e => e.MemberId == "ghost").Select(e => e.Name));
-        Assert.Equal(1, presence.List(session, 10).Total);
+        Assert.Equal(1, (await presence.ListAsync(session, 10, default)).Total);
 
         // The sweeper runs every TTL/10: the expiry is noticed at most one sweep after the TTL.
         await time.AdvanceAsync(TimeSpan.FromSeconds(1 + (Ttl / 10)));
@@ -44,7 +44,7 @@ public sealed class ExpiryTests
         Assert.Equal("expired", Str(leave.Value!["reason"]));
         Assert.Equal("Ghost", Str(leave.Value["name"]));
         Assert.Null(leave.Value["state"]);
-        Assert.Equal(0, presence.List(session, 10).Total);
+        Assert.Equal(0, (await presence.ListAsync(session, 10, default)).Total);
         Assert.Single(observer.PresenceEvents, e => e.Is("presence.leave", "ghost"));
     }
 
@@ -68,7 +68,7 @@ public sealed class ExpiryTests
         var seen = await SyncAsync(http, session, observer);
 
         Assert.Equal(["presence.join"], seen.Where(e => e.MemberId == "alive").Select(e => e.Name));
-        var (members, total) = presence.List(session, 10);
+        var (members, total) = await presence.ListAsync(session, 10, default);
         Assert.Equal(1, total);
         Assert.Equal(1, members[0]["connections"]!.GetValue<int>());
     }
@@ -95,7 +95,7 @@ public sealed class ExpiryTests
         var seen = await SyncAsync(http, session, observer);
 
         Assert.Equal(["presence.join"], seen.Where(e => e.MemberId == "two").Select(e => e.Name));
-        var (members, _) = presence.List(session, 10);
+        var (members, _) = await presence.ListAsync(session, 10, default);
         Assert.Equal(1, Assert.Single(members)["connections"]!.GetValue<int>());
     }
 
@@ -122,7 +122,7 @@ public sealed class ExpiryTests
         await log.Drained;
         var seen = await SyncAsync(http, session, observer);
 
-        Assert.Equal(1, presence.List(session, 10).Total);
+        Assert.Equal(1, (await presence.ListAsync(session, 10, default)).Total);
         // The log has the changes in the order they happened, so it ends with u1 present, as the store says.
         Assert.Equal(["presence.join", "presence.leave", "presence.join"], seen.Where(e => e.MemberId == "u1").Select(e => e.Name));
         using var late = await PresenceWatch.OpenAsync(http, session, "late");
@@ -149,7 +149,7 @@ public sealed class ExpiryTests
 
         public void Release() => _gate.TrySetResult();
 
-        public ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey, CancellationToken cancellationToken)
+        public ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey, CancellationToken cancellationToken, bool buffered = false)
         {
             if (!events.Any(e => e["name"]?.GetValue<string>() == heldName))
             {
@@ -175,6 +175,8 @@ public sealed class ExpiryTests
             inner.SubscribeAsync(sessionId, afterSeq, subscriber, cancellationToken);
 
         public void Unsubscribe(string sessionId, Subscriber subscriber) => inner.Unsubscribe(sessionId, subscriber);
+
+        public IDisposable Retain(string sessionId) => inner.Retain(sessionId);
 
         public int Watchers(string sessionId) => inner.Watchers(sessionId);
 

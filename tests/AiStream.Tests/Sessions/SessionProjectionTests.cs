@@ -11,7 +11,7 @@ public sealed class SessionProjectionTests
         projection.Apply(e["type"]!.GetValue<string>(), e, runId);
     }
 
-    private static List<JsonObject> Snapshot(SessionProjection projection) => projection.Snapshot().Select(s => s.Body).ToList();
+    private static List<JsonObject> Snapshot(SessionProjection projection) => projection.Snapshot(100).Select(s => s.Body).ToList();
 
     [Fact]
     public void Snapshot_RunInProgress_SummarisesConversationStateAndPartialText()
@@ -100,7 +100,7 @@ public sealed class SessionProjectionTests
     [Fact]
     public void Snapshot_PresenceEvents_ListMembersUpToTheCapWithTheTotal()
     {
-        var p = new SessionProjection { PresenceSnapshotCap = 2 };
+        var p = new SessionProjection();
         foreach (var id in new[] { "a", "b", "c" })
         {
             Apply(p, """{"type":"CUSTOM","name":"presence.join","value":{"id":""" + "\"" + id + "\",\"name\":\"" + id + "\"" + ""","kind":"user","connections":1,"state":{}}}""");

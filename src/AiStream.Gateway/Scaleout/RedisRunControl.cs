@@ -1,0 +1,83 @@
+using AiStream.Gateway.Sessions;
+using StackExchange.Redis;
+
+namespace AiStream.Gateway.Scaleout;
+
+/// <summary>
+/// Run ownership in Redis (<c>{session}:runs</c>: run id → node id) and cancels routed to the owner over its sharded
+/// control channel. A cancel for a run whose node no longer listens ends the run with RUN_ERROR right away.
+/// </summary>
+internal sealed partial class RedisRunControl(RedisConnection redis, RedisSessionStore sessions, ILogger<RedisRunControl> logger) : IRunControl
+{
+    private int _listening;
+
+    public void Listen(Func<string, string, string, Task> cancel)
+    {
+        if (Interlocked.Exchange(ref _listening, 1) == 1)
+        {
+            return;
+        }
+
+        // StackExchange.Redis subscribes again by itself after a reconnect.
+        _ = redis.Subscriber.SubscribeAsync(redis.ControlChannel(redis.NodeId), (channel, message) =>
+        {
+            var parts = ((string)message!).Split('\n');
+            if (parts.Length == 4 && parts[0] == "cancel")
+            {
+                _ = cancel(parts[1], parts[2], parts[3]);
+            }
+        }).ContinueWith(t => Log.ListenFailed(logger, t.Exception!), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+    }
+
+    public async ValueTask RegisterAsync(string sessionId, string runId)
+    {
+        try
+        {
+            var runs = redis.Key(sessionId, "runs");
+            await redis.Database.HashSetAsync(runs, runId, redis.NodeId).ConfigureAwait(false);
+            await redis.Database.KeyExpireAsync(runs, sessions.KeyTtl).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
+        {
+            Log.NotRegistered(logger, sessionId, runId, ex.Message);
+        }
+    }
+
+    public async ValueTask UnregisterAsync(string sessionId, string runId)
+    {
+        try
+        {
+            await redis.Database.HashDeleteAsync(redis.Key(sessionId, "runs"), runId).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
+        {
+            // It expires with the session's keys; no other node will end a run the log shows finished.
+        }
+    }
+
+    public async ValueTask<bool> CancelElsewhereAsync(string sessionId, string runId, string reason)
+    {
+        var owner = (string?)await redis.Database.HashGetAsync(redis.Key(sessionId, "runs"), runId).ConfigureAwait(false);
+        if (owner is null || owner == redis.NodeId)
+        {
+            return false;
+        }
+
+        var receivers = await redis.Database.PublishAsync(redis.ControlChannel(owner), $"cancel\n{sessionId}\n{runId}\n{reason}").ConfigureAwait(false);
+        if (receivers == 0)
+        {
+            await sessions.EndOrphanAsync(sessionId, runId, owner, "node_lost", $"The node running this run ({owner}) is gone.").ConfigureAwait(false);
+        }
+
+        return true;
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 8301, Level = LogLevel.Error, Message = "Could not subscribe to this node's control channel; cancels from other nodes will not arrive")]
+        public static partial void ListenFailed(ILogger logger, Exception exception);
+
+        [LoggerMessage(EventId = 8302, Level = LogLevel.Warning, Message = "Run {RunId} of session {SessionId} is not registered in Redis ({Reason}); other nodes cannot cancel it")]
+        public static partial void NotRegistered(ILogger logger, string sessionId, string runId, string reason);
+    }
+}

@@ -1,0 +1,196 @@
+namespace AiStream.Gateway.Scaleout;
+
+/// <summary>
+/// The Lua scripts that make each change to a session one atomic step in Redis: assign positions, append to the
+/// session's stream, trim it, and publish on its sharded channel. Every key a script touches (and its channel)
+/// carries the session's hash tag, so on a Redis Cluster each runs on the one node owning that slot.
+/// </summary>
+/// <remarks>
+/// Log entries have the id <c>seq-0</c>, so a resume is an <c>XRANGE</c> from a position. A published message is
+/// <c>firstSeq\nrunId\nappendedAt\nevent\nevent...</c>: events are compact JSON, which never holds a raw newline.
+/// </remarks>
+internal static class RedisScripts
+{
+    // append(...) assigns positions after max(head, floor) (the floor keeps positions increasing when Redis lost its
+    // data but a node still knows how far the session got), adds each body with ,"seq":N spliced before its closing
+    // brace, trims by count (MAXLEN ~) and by age (entries older than the cutoff), refreshes the keys' lifetime and
+    // publishes the batch. Returns first and last position.
+    private const string Append = """
+        local function append(seqKey, logKey, channel, runId, now, maxLen, cutoff, ttl, floor, bodies)
+          local head = tonumber(redis.call('GET', seqKey) or '0')
+          if head < floor then head = floor end
+          local first = head + 1
+          local parts = {tostring(first), runId, now}
+          for i = 1, #bodies do
+            head = head + 1
+            local body = string.sub(bodies[i], 1, -2) .. ',"seq":' .. head .. '}'
+            redis.call('XADD', logKey, 'MAXLEN', '~', maxLen, head .. '-0', 'e', body, 'r', runId, 't', now)
+            parts[#parts + 1] = body
+          end
+          redis.call('SET', seqKey, head, 'PX', ttl)
+          for _ = 1, 100 do
+            local oldest = redis.call('XRANGE', logKey, '-', '+', 'COUNT', 1)
+            if #oldest == 0 or tonumber(oldest[1][2][6]) >= cutoff then break end
+            redis.call('XDEL', logKey, oldest[1][1])
+          end
+          redis.call('PEXPIRE', logKey, ttl)
+          redis.call('SPUBLISH', channel, table.concat(parts, '\n'))
+          return first, head
+        end
+
+        """;
+
+    /// <summary>
+    /// KEYS: seq, log, idempotency (or any key of the session). ARGV: channel, runId, now, maxLen, cutoff, ttl, floor,
+    /// expected (-1: any), idempotencyTtl (0: none), bodies... Returns {first, last, 0}; {0, 0, 1} when the head is not
+    /// <c>expected</c> (nothing appended); {-1, "first:last"} when the idempotency key was seen.
+    /// </summary>
+    public const string AppendEvents = Append + """
+        local idemTtl = tonumber(ARGV[9])
+        if idemTtl > 0 then
+          local prior = redis.call('GET', KEYS[3])
+          if prior then return {-1, prior} end
+        end
+        local expected = tonumber(ARGV[8])
+        local floor = tonumber(ARGV[7])
+        if expected >= 0 then
+          local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+          if head < floor then head = floor end
+          if head ~= expected then return {0, 0, 1} end
+        end
+        local bodies = {}
+        for i = 10, #ARGV do bodies[#bodies + 1] = ARGV[i] end
+        local first, last = append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], floor, bodies)
+        if idemTtl > 0 then redis.call('SET', KEYS[3], first .. ':' .. last, 'PX', idemTtl) end
+        return {first, last, 0}
+        """;
+
+    /// <summary>
+    /// Ends a run whose node died. KEYS: seq, log, runs. ARGV: channel, runId, now, maxLen, cutoff, ttl, owner, bodies...
+    /// Appends only if the run is still registered to <c>owner</c>, so exactly one node ends it. Returns 1 when it did.
+    /// </summary>
+    public const string EndOrphan = Append + """
+        if redis.call('HGET', KEYS[3], ARGV[2]) ~= ARGV[7] then return 0 end
+        redis.call('HDEL', KEYS[3], ARGV[2])
+        local bodies = {}
+        for i = 8, #ARGV do bodies[#bodies + 1] = ARGV[i] end
+        append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], 0, bodies)
+        return 1
+        """;
+
+    /// <summary>Stores a checkpoint (<c>seq\n[...]</c>) unless a newer one is there. KEYS: checkpoint. ARGV: seq, value, ttl.</summary>
+    public const string SaveCheckpoint = """
+        local current = redis.call('GET', KEYS[1])
+        if current then
+          local seq = tonumber(string.match(current, '^(%d+)'))
+          if seq and seq >= tonumber(ARGV[1]) then return 0 end
+        end
+        redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+        return 1
+        """;
+
+    // Presence. Keys: pc (connections "member\tconnection" scored by expiry), pn (member -> live connection count),
+    // pm (member -> its description as a JSON object missing its closing "connections" field; member.."\tL" -> the
+    // same without state, for leaves), pa (members announced with a join), pl (members leaving, scored by when),
+    // pu (members with a coalesced update pending, scored by when), pt (member -> when its last update was logged).
+    // Events are built here, because only here is the connection count known.
+    private const string Presence = Append + """
+        local pc, pn, pm, pa, pl, pu, pt, seqKey, logKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+        local channel, now, maxLen, cutoff, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+        local events = {}
+        local function event(name, value)
+          events[#events + 1] = '{"type":"CUSTOM","name":"' .. name .. '","value":' .. value .. ',"timestamp":' .. now .. '}'
+        end
+        local function count(member) return tonumber(redis.call('HGET', pn, member) or '0') end
+        local function leave(member, reason)
+          local described = redis.call('HGET', pm, member .. '\tL')
+          redis.call('SREM', pa, member)
+          redis.call('HDEL', pn, member)
+          redis.call('HDEL', pm, member, member .. '\tL')
+          redis.call('ZREM', pl, member)
+          redis.call('ZREM', pu, member)
+          redis.call('HDEL', pt, member)
+          if described then event('presence.leave', described .. ',"connections":0,"reason":"' .. reason .. '"}') end
+        end
+        local function finish()
+          for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
+          if #events > 0 then append(seqKey, logKey, channel, '', now, maxLen, cutoff, ttl, 0, events) end
+          local due = -1
+          for _, key in ipairs({pc, pl, pu}) do
+            local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+            if #first > 0 and (due < 0 or tonumber(first[2]) < due) then due = tonumber(first[2]) end
+          end
+          return due
+        end
+
+        """;
+
+    /// <summary>
+    /// Adds or renews connections. ARGV after the common five: (member, connection, expiry, described, describedForLeave)
+    /// repeated. A member that was not announced joins. Returns the next due time.
+    /// </summary>
+    public const string PresenceConnect = Presence + """
+        for i = 6, #ARGV, 5 do
+          local member, connection, expiry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+          if redis.call('ZADD', pc, expiry, member .. '\t' .. connection) == 1 then redis.call('HINCRBY', pn, member, 1) end
+          redis.call('ZREM', pl, member)
+          if redis.call('SISMEMBER', pa, member) == 0 then
+            redis.call('SADD', pa, member)
+            redis.call('HSET', pm, member, ARGV[i + 3], member .. '\tL', ARGV[i + 4])
+            event('presence.join', ARGV[i + 3] .. ',"connections":' .. count(member) .. '}')
+          end
+        end
+        return finish()
+        """;
+
+    /// <summary>Removes a connection. ARGV: common five, member, connection, leaveAt (0: at once). Returns the next due time.</summary>
+    public const string PresenceDisconnect = Presence + """
+        local member, connection, leaveAt = ARGV[6], ARGV[7], tonumber(ARGV[8])
+        if redis.call('ZREM', pc, member .. '\t' .. connection) == 1 and redis.call('HINCRBY', pn, member, -1) <= 0
+          and redis.call('SISMEMBER', pa, member) == 1 then
+          if leaveAt <= 0 then leave(member, 'left') else redis.call('ZADD', pl, leaveAt, member) end
+        end
+        return finish()
+        """;
+
+    /// <summary>
+    /// Replaces a member's state. ARGV: common five, member, described, windowMs. Returns {status, due}: status -1 not
+    /// present, 1 logged, 0 coalesced (logged when the window closes).
+    /// </summary>
+    public const string PresenceSetState = Presence + """
+        local member, described, window = ARGV[6], ARGV[7], tonumber(ARGV[8])
+        if redis.call('SISMEMBER', pa, member) == 0 or count(member) <= 0 then return {-1, -1} end
+        redis.call('HSET', pm, member, described)
+        local last = tonumber(redis.call('HGET', pt, member) or '-1')
+        local status = 1
+        if last >= 0 and tonumber(now) - last < window then
+          redis.call('ZADD', pu, 'NX', last + window, member)
+          status = 0
+        else
+          redis.call('HSET', pt, member, now)
+          redis.call('ZREM', pu, member)
+          event('presence.update', described .. ',"connections":' .. count(member) .. '}')
+        end
+        return {status, finish()}
+        """;
+
+    /// <summary>Expires connections, completes due leaves and flushes due updates. ARGV: the common five. Returns the next due time.</summary>
+    public const string PresenceSweep = Presence + """
+        for _, entry in ipairs(redis.call('ZRANGEBYSCORE', pc, '-inf', now, 'LIMIT', 0, 1000)) do
+          redis.call('ZREM', pc, entry)
+          local member = string.match(entry, '^(.*)\t')
+          if redis.call('HINCRBY', pn, member, -1) <= 0 and redis.call('SISMEMBER', pa, member) == 1 then leave(member, 'expired') end
+        end
+        for _, member in ipairs(redis.call('ZRANGEBYSCORE', pl, '-inf', now)) do
+          if count(member) <= 0 and redis.call('SISMEMBER', pa, member) == 1 then leave(member, 'left') else redis.call('ZREM', pl, member) end
+        end
+        for _, member in ipairs(redis.call('ZRANGEBYSCORE', pu, '-inf', now)) do
+          redis.call('ZREM', pu, member)
+          if redis.call('SISMEMBER', pa, member) == 1 then
+            redis.call('HSET', pt, member, now)
+            event('presence.update', redis.call('HGET', pm, member) .. ',"connections":' .. count(member) .. '}')
+          end
+        end
+        return finish()
+        """;
+}

@@ -7,7 +7,8 @@ namespace AiStream.IntegrationTests.Infrastructure;
 
 /// <summary>
 /// A real nginx (from apt) on a free loopback port, running the repository's <c>deploy/nginx/nginx.conf</c> with only
-/// its addresses changed: the upstream server becomes the test gateway and <c>listen</c> a free port.
+/// its addresses changed: the upstream server becomes the test gateway (or one server line per gateway node, each
+/// keeping the line's parameters such as <c>max_fails</c>) and <c>listen</c> a free port.
 /// </summary>
 internal sealed partial class NginxProxy : IAsyncDisposable
 {
@@ -23,8 +24,17 @@ internal sealed partial class NginxProxy : IAsyncDisposable
 
     public Uri BaseAddress { get; }
 
-    public static async Task<NginxProxy> StartAsync(Uri gateway)
+    /// <summary>nginx in front of one gateway.</summary>
+    public static Task<NginxProxy> StartAsync(Uri gateway) => StartAsync([gateway]);
+
+    /// <summary>
+    /// nginx in front of several gateway nodes, one upstream server line each (as compose's <c>gateway</c> name resolving to every
+    /// replica). The upstream's <c>hash $remote_addr consistent</c> sends every loopback client to the same node while
+    /// it is up; when it is down, requests go to the next one.
+    /// </summary>
+    public static async Task<NginxProxy> StartAsync(IReadOnlyList<Uri> gateways)
     {
+        ArgumentOutOfRangeException.ThrowIfZero(gateways.Count);
         var binary = File.Exists("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx";
         var directory = Directory.CreateTempSubdirectory("aistream-nginx-").FullName;
         // Workers run as an unprivileged user when the tests run as root: let them use the temp paths.
@@ -34,7 +44,19 @@ internal sealed partial class NginxProxy : IAsyncDisposable
         }
         var port = FreePort();
         var config = await File.ReadAllTextAsync(Path.Combine(Fixtures.RepositoryRoot, "deploy", "nginx", "nginx.conf"));
-        config = UpstreamServer().Replace(config, $"server 127.0.0.1:{gateway.Port};", 1);
+        var upstreamServers = 0;
+        config = UpstreamServer().Replace(config, match =>
+        {
+            upstreamServers++;
+            var indent = match.Groups["indent"].Value;
+            var parameters = match.Groups["parameters"].Value;
+            return string.Join("\n", gateways.Select(g => $"{indent}server 127.0.0.1:{g.Port}{parameters};"));
+        }, 1);
+        if (upstreamServers != 1)
+        {
+            throw new InvalidOperationException("deploy/nginx/nginx.conf has no 'server gateway:8080 ...;' line in its upstream");
+        }
+
         config = Listen().Replace(config, $"listen 127.0.0.1:{port};", 1);
         config = "daemon off;\n" + $"pid {directory}/nginx.pid;\n" + $"error_log {directory}/error.log warn;\n" + config;
         config = config.Replace("http {", $$"""
@@ -108,7 +130,7 @@ internal sealed partial class NginxProxy : IAsyncDisposable
         }
     }
 
-    [GeneratedRegex(@"server\s+gateway:8080;")]
+    [GeneratedRegex(@"^(?<indent>[ \t]*)server\s+gateway:8080(?<parameters>(?:\s+[^;\s]+)*)\s*;", RegexOptions.Multiline)]
     private static partial Regex UpstreamServer();
 
     [GeneratedRegex(@"listen\s+80;")]

@@ -1,0 +1,68 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+
+namespace AiStream.IntegrationTests.Infrastructure;
+
+/// <summary>
+/// What the process fixtures (<see cref="RedisServer"/>, <see cref="RedisCluster"/>, <see cref="GatewayProcess"/>) share:
+/// free loopback ports, SIGTERM, and a last-resort kill of every child still running when the test host exits, so a
+/// fixture a test forgot to dispose does not outlive the run.
+/// </summary>
+internal static class ChildProcesses
+{
+    private static readonly ConcurrentDictionary<int, Process> Running = new();
+
+    static ChildProcesses()
+    {
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            foreach (var process in Running.Values)
+            {
+                KillQuietly(process);
+            }
+        };
+    }
+
+    /// <summary>A loopback port nobody listens on right now (the same way the other fixtures pick theirs).</summary>
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    /// <summary>Remembers a started child so it is killed if the test host exits while it still runs.</summary>
+    public static void Track(Process process) => Running[process.Id] = process;
+
+    public static void Untrack(Process process) => Running.TryRemove(process.Id, out _);
+
+    /// <summary>Asks a process to stop gracefully (SIGTERM), through the shell's builtin <c>kill</c>.</summary>
+    public static async Task TerminateAsync(Process process)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("/bin/sh", ["-c", "kill -TERM " + process.Id.ToString(CultureInfo.InvariantCulture)])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        }) ?? throw new InvalidOperationException("/bin/sh did not start");
+        await kill.WaitForExitAsync();
+    }
+
+    /// <summary>SIGKILL to the process and its children; nothing happens when it already exited.</summary>
+    public static void KillQuietly(Process process)
+    {
+        try
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            // It exited between the check and the kill.
+        }
+    }
+}

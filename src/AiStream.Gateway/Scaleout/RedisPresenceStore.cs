@@ -82,7 +82,7 @@ internal sealed partial class RedisPresenceStore(
 
         if (described is null)
         {
-            var stored = (string?)await redis.Database.HashGetAsync(redis.Key(sessionId, "pm"), memberId).ConfigureAwait(false);
+            var stored = (string?)await Unavailable(() => redis.Database.HashGetAsync(redis.Key(sessionId, "pm"), memberId)).ConfigureAwait(false);
             if (stored is null)
             {
                 return PresenceUpdate.NotPresent;
@@ -99,6 +99,30 @@ internal sealed partial class RedisPresenceStore(
     }
 
     public async ValueTask<(IReadOnlyList<JsonObject> Members, int Total)> ListAsync(string sessionId, int limit, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await ListFromRedisAsync(sessionId, limit).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
+        {
+            throw new SessionStoreUnavailableException("Presence (Redis) is unreachable; try again shortly.", ex);
+        }
+    }
+
+    private static async Task<T> Unavailable<T>(Func<Task<T>> call)
+    {
+        try
+        {
+            return await call().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
+        {
+            throw new SessionStoreUnavailableException("Presence (Redis) is unreachable; try again shortly.", ex);
+        }
+    }
+
+    private async Task<(IReadOnlyList<JsonObject> Members, int Total)> ListFromRedisAsync(string sessionId, int limit)
     {
         var db = redis.Database;
         var present = (await db.SetMembersAsync(redis.Key(sessionId, "pa")).ConfigureAwait(false))

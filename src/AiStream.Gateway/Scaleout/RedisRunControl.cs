@@ -57,13 +57,23 @@ internal sealed partial class RedisRunControl(RedisConnection redis, RedisSessio
 
     public async ValueTask<bool> CancelElsewhereAsync(string sessionId, string runId, string reason)
     {
-        var owner = (string?)await redis.Database.HashGetAsync(redis.Key(sessionId, "runs"), runId).ConfigureAwait(false);
-        if (owner is null || owner == redis.NodeId)
+        string? owner;
+        long receivers;
+        try
         {
-            return false;
+            owner = await redis.Database.HashGetAsync(redis.Key(sessionId, "runs"), runId).ConfigureAwait(false);
+            if (owner is null || owner == redis.NodeId)
+            {
+                return false;
+            }
+
+            receivers = await redis.Database.PublishAsync(redis.ControlChannel(owner), $"cancel\n{sessionId}\n{runId}\n{reason}").ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
+        {
+            throw new SessionStoreUnavailableException("Run control (Redis) is unreachable; try the cancel again shortly.", ex);
         }
 
-        var receivers = await redis.Database.PublishAsync(redis.ControlChannel(owner), $"cancel\n{sessionId}\n{runId}\n{reason}").ConfigureAwait(false);
         if (receivers == 0)
         {
             await sessions.EndOrphanAsync(sessionId, runId, owner, "node_lost", $"The node running this run ({owner}) is gone.").ConfigureAwait(false);

@@ -861,10 +861,17 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
 
     private async Task<T> ReadAsync<T>(string sessionId, Func<SessionLog, T> read, T missing, CancellationToken cancellationToken)
     {
-        if (!_mirrors.ContainsKey(sessionId)
-            && !await _redis.Database.KeyExistsAsync(_redis.Key(sessionId, "seq")).ConfigureAwait(false))
+        try
         {
-            return missing; // reading never creates a session
+            if (!_mirrors.ContainsKey(sessionId)
+                && !await _redis.Database.KeyExistsAsync(_redis.Key(sessionId, "seq")).ConfigureAwait(false))
+            {
+                return missing; // reading never creates a session
+            }
+        }
+        catch (Exception ex) when (IsRedisFailure(ex))
+        {
+            throw new SessionStoreUnavailableException("The session store (Redis) is unreachable; try again shortly.", ex);
         }
 
         var mirror = await AcquireAsync(sessionId, create: true, buffered: false, cancellationToken).ConfigureAwait(false);

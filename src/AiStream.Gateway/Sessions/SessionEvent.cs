@@ -15,6 +15,7 @@ internal sealed class SessionEvent
     public const int MaxMergedChars = 64 * 1024;
 
     private byte[]? _json;
+    private byte[]? _sseFrame;
     private string? _seqText;
     private string? _delta;
     private StringBuilder? _merged;
@@ -52,6 +53,12 @@ internal sealed class SessionEvent
         get => _json ??= SerializeMerged();
         init => _json = value;
     }
+
+    /// <summary>
+    /// The whole Server-Sent Events frame, <c>id: &lt;seq&gt;\ndata: &lt;json&gt;\n\n</c>, built once and written as is to
+    /// every SSE watcher (compact JSON never holds a raw newline, so one <c>data:</c> line carries it).
+    /// </summary>
+    public byte[] SseFrame => _sseFrame ??= BuildSseFrame();
 
     /// <summary>
     /// True when a behind subscriber may merge the next delta into this event: its text is still under
@@ -134,6 +141,20 @@ internal sealed class SessionEvent
     }
 
     public JsonObject ToJsonObject() => (JsonObject)JsonNode.Parse(Json)!;
+
+    private byte[] BuildSseFrame()
+    {
+        var json = Json;
+        var id = SeqText;
+        var frame = new byte[4 + id.Length + 7 + json.Length + 2];
+        "id: "u8.CopyTo(frame);
+        var at = 4 + Encoding.ASCII.GetBytes(id, frame.AsSpan(4));
+        "\ndata: "u8.CopyTo(frame.AsSpan(at));
+        at += 7;
+        json.CopyTo(frame.AsSpan(at));
+        "\n\n"u8.CopyTo(frame.AsSpan(at + json.Length));
+        return frame;
+    }
 
     private byte[] SerializeMerged()
     {

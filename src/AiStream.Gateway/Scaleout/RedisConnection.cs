@@ -16,7 +16,9 @@ internal sealed partial class RedisConnection : IDisposable
     {
         var o = options.Value;
         _prefix = o.KeyPrefix;
-        NodeId = o.NodeId;
+        // A process incarnation goes with the configured name: a node restarted under the same name (a pod name) is a
+        // new owner, so the runs its previous process left behind are ended instead of looking alive.
+        NodeId = o.NodeId + "." + Guid.NewGuid().ToString("N")[..8];
         var config = ConfigurationOptions.Parse(o.ConnectionString!);
         // Start and keep running while Redis is away: the gateway serves local watchers and reconnects by itself.
         config.AbortOnConnectFail = false;
@@ -24,6 +26,8 @@ internal sealed partial class RedisConnection : IDisposable
         config.SyncTimeout = o.TimeoutMilliseconds;
         config.AsyncTimeout = o.TimeoutMilliseconds;
         config.ReconnectRetryPolicy = new LinearRetry(500);
+        // No plain pub/sub channel for configuration broadcasts: on a Redis Cluster plain PUBLISH reaches every node.
+        config.ConfigurationChannel = string.Empty;
         config.ClientName ??= "aistream-" + NodeId;
         Multiplexer = ConnectionMultiplexer.Connect(config);
         Multiplexer.ConnectionFailed += (_, e) => Log.ConnectionFailed(logger, e.EndPoint, e.FailureType, e.Exception);
@@ -40,6 +44,7 @@ internal sealed partial class RedisConnection : IDisposable
 
     public ISubscriber Subscriber => Multiplexer.GetSubscriber();
 
+    /// <summary>The configured node name plus this process's incarnation: what Redis knows this process by.</summary>
     public string NodeId { get; }
 
     /// <summary>Raised when a lost connection to Redis is back.</summary>

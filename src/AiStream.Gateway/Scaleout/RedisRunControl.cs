@@ -9,6 +9,9 @@ namespace AiStream.Gateway.Scaleout;
 /// </summary>
 internal sealed partial class RedisRunControl(RedisConnection redis, RedisSessionStore sessions, ILogger<RedisRunControl> logger) : IRunControl
 {
+    /// <summary>What the run registry holds for a run another node ended (a tombstone that fences its old owner).</summary>
+    public const string Ended = "ended";
+
     private int _listening;
 
     public void Listen(Func<string, string, string, Task> cancel)
@@ -62,7 +65,7 @@ internal sealed partial class RedisRunControl(RedisConnection redis, RedisSessio
         try
         {
             owner = await redis.Database.HashGetAsync(redis.Key(sessionId, "runs"), runId).ConfigureAwait(false);
-            if (owner is null || owner == redis.NodeId)
+            if (owner is null || owner == Ended || owner == redis.NodeId)
             {
                 return false;
             }

@@ -41,11 +41,17 @@ internal static class RedisScripts
         """;
 
     /// <summary>
-    /// KEYS: seq, log, idempotency (or any key of the session). ARGV: channel, runId, now, maxLen, cutoff, ttl, floor,
-    /// expected (-1: any), idempotencyTtl (0: none), bodies... Returns {first, last, 0}; {0, 0, 1} when the head is not
-    /// <c>expected</c> (nothing appended); {-1, "first:last"} when the idempotency key was seen.
+    /// KEYS: seq, log, idempotency (or any key of the session), runs. ARGV: channel, runId, now, maxLen, cutoff, ttl,
+    /// floor, expected (-1: any), idempotencyTtl (0: none), owner ("" for events of no run), bodies... Returns
+    /// {first, last, 0}; {0, 0, 1} when the head is not <c>expected</c> (nothing appended); {-1, "first:last"} when the
+    /// idempotency key was seen; {-2} when the run is registered to another owner or was ended by another node (a
+    /// node that stalled past its liveness must not keep writing a run that was declared lost).
     /// </summary>
     public const string AppendEvents = Append + """
+        if ARGV[10] ~= '' then
+          local owner = redis.call('HGET', KEYS[4], ARGV[2])
+          if owner and owner ~= ARGV[10] then return {-2} end
+        end
         local idemTtl = tonumber(ARGV[9])
         if idemTtl > 0 then
           local prior = redis.call('GET', KEYS[3])
@@ -59,7 +65,7 @@ internal static class RedisScripts
           if head ~= expected then return {0, 0, 1} end
         end
         local bodies = {}
-        for i = 10, #ARGV do bodies[#bodies + 1] = ARGV[i] end
+        for i = 11, #ARGV do bodies[#bodies + 1] = ARGV[i] end
         local first, last = append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], floor, bodies)
         if idemTtl > 0 then redis.call('SET', KEYS[3], first .. ':' .. last, 'PX', idemTtl) end
         return {first, last, 0}
@@ -67,11 +73,12 @@ internal static class RedisScripts
 
     /// <summary>
     /// Ends a run whose node died. KEYS: seq, log, runs. ARGV: channel, runId, now, maxLen, cutoff, ttl, owner, bodies...
-    /// Appends only if the run is still registered to <c>owner</c>, so exactly one node ends it. Returns 1 when it did.
+    /// Appends only if the run is still registered to <c>owner</c>, so exactly one node ends it, and marks it ended. Returns 1 when it did.
     /// </summary>
     public const string EndOrphan = Append + """
         if redis.call('HGET', KEYS[3], ARGV[2]) ~= ARGV[7] then return 0 end
-        redis.call('HDEL', KEYS[3], ARGV[2])
+        -- A tombstone, not a delete: the old owner's late appends are refused (see AppendEvents).
+        redis.call('HSET', KEYS[3], ARGV[2], 'ended')
         local bodies = {}
         for i = 8, #ARGV do bodies[#bodies + 1] = ARGV[i] end
         append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], 0, bodies)

@@ -349,10 +349,20 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
             }
         }
 
-        var entries = await db.StreamRangeAsync(_redis.Key(sessionId, "log"), $"{from + 1}-0", "+").ConfigureAwait(false);
+        // The events just before the checkpoint too (already in its projection), so a client resuming from a position
+        // a little before it gets a replay rather than a snapshot.
+        var historyFrom = Math.Max(1, from - _options.MaxReplayEvents + 1);
+        var all = await db.StreamRangeAsync(_redis.Key(sessionId, "log"), $"{historyFrom}-0", "+").ConfigureAwait(false);
+        var history = all.TakeWhile(e => SeqOf(e.Id) <= from).Select(e => Parse(e).Item1).ToList();
+        var entries = all[history.Count..];
         var firstInLog = entries.Length > 0 ? SeqOf(entries[0].Id) : head + 1;
         // Complete when the stream continues right after the checkpoint (or holds everything from the start).
         log.Restore(from, restored, complete: firstInLog == from + 1);
+        if (history.Count > 0 && history[^1].Seq == from && history[^1].Seq - history[0].Seq == history.Count - 1)
+        {
+            log.RestoreHistory(history);
+        }
+
         log.ApplyStored(entries.Select(Parse).ToList());
         if (head > log.Head)
         {
@@ -595,8 +605,22 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
             while (mirror.PeekBuffered() is { } pending)
             {
                 var expected = pending.FirstSeq - 1;
-                var (first, _, _, conflict) = await RunAppendAsync(mirror.SessionId, pending.Bodies, pending.RunId, null, pending.AppendedAt,
-                    floor: moved ? 0 : expected, expected: moved ? -1 : expected).ConfigureAwait(false);
+                long first;
+                bool conflict;
+                try
+                {
+                    (first, _, _, conflict) = await RunAppendAsync(mirror.SessionId, pending.Bodies, pending.RunId, null, pending.AppendedAt,
+                        floor: moved ? 0 : expected, expected: moved ? -1 : expected).ConfigureAwait(false);
+                }
+                catch (RunFencedException)
+                {
+                    // The run was declared lost while this node could not reach Redis: its buffered events are not
+                    // the session's; this node's watchers are reset to what the log really holds.
+                    mirror.DropBuffered();
+                    moved = true;
+                    continue;
+                }
+
                 if (conflict)
                 {
                     if (await AlreadyWrittenAsync(mirror.SessionId, pending).ConfigureAwait(false))
@@ -711,7 +735,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         foreach (var runId in active)
         {
             var owner = (string?)await _redis.Database.HashGetAsync(runs, runId).ConfigureAwait(false);
-            if (owner is null || owner == _redis.NodeId || liveNodes.Contains(owner))
+            if (owner is null or RedisRunControl.Ended || owner == _redis.NodeId || liveNodes.Contains(owner))
             {
                 continue;
             }
@@ -749,7 +773,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
     private async Task<(long First, long Last, bool Replayed, bool Conflict)> RunAppendAsync(string sessionId, byte[][] bodies, string? runId, string? idempotencyKey,
         long now, long floor, long expected)
     {
-        var args = new RedisValue[9 + bodies.Length];
+        var args = new RedisValue[10 + bodies.Length];
         args[0] = _redis.Channel(sessionId).ToString();
         args[1] = runId ?? string.Empty;
         args[2] = now;
@@ -759,15 +783,22 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         args[6] = floor;
         args[7] = expected;
         args[8] = idempotencyKey is null ? 0 : (long)TimeSpan.FromMinutes(_options.IdempotencyKeyMinutes).TotalMilliseconds;
+        // Events of a run are written only while this process owns the run (see RedisScripts.AppendEvents).
+        args[9] = runId is null ? string.Empty : _redis.NodeId;
         for (var i = 0; i < bodies.Length; i++)
         {
-            args[9 + i] = bodies[i];
+            args[10 + i] = bodies[i];
         }
 
         var idem = idempotencyKey is null ? _redis.Key(sessionId, "seq") : _redis.Key(sessionId, "idem:" + idempotencyKey);
         var reply = (RedisResult[])(await _redis.Database.ScriptEvaluateAsync(RedisScripts.AppendEvents,
-            [_redis.Key(sessionId, "seq"), _redis.Key(sessionId, "log"), idem], args).ConfigureAwait(false))!;
+            [_redis.Key(sessionId, "seq"), _redis.Key(sessionId, "log"), idem, _redis.Key(sessionId, "runs")], args).ConfigureAwait(false))!;
         var status = (long)reply[0];
+        if (status == -2)
+        {
+            throw new RunFencedException($"Run '{runId}' of session '{sessionId}' was ended by another node; this node may no longer write it.");
+        }
+
         if (status == -1)
         {
             var range = ((string)reply[1]!).Split(':');

@@ -53,3 +53,9 @@ internal interface ISessionStore
 
 /// <summary>The shared store could not take a write that must not be buffered (a client's publish); the client should retry.</summary>
 internal sealed class SessionStoreUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// The run's events may no longer be written: another node declared the run lost (its node stopped answering) and
+/// ended it. The run must stop without writing anything more.
+/// </summary>
+internal sealed class RunFencedException(string message) : Exception(message);

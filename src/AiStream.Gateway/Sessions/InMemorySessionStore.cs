@@ -205,6 +205,26 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
         }
     }
 
+    /// <summary>
+    /// Puts events up to the head (already summarised by the restored projection) back into the replay window, so a
+    /// resume from before a checkpoint is still a replay. Only right after <see cref="Restore"/>.
+    /// </summary>
+    public void RestoreHistory(IReadOnlyList<SessionEvent> history)
+    {
+        lock (_lock)
+        {
+            if (_events.Count == 0 && history.Count > 0 && history[^1].Seq == _head)
+            {
+                foreach (var e in history)
+                {
+                    _events.AddLast(e);
+                }
+
+                Trim(time.GetUtcNow());
+            }
+        }
+    }
+
     /// <summary>The whole projection at the head (presence uncapped): what a shared log stores so snapshots survive trimming.</summary>
     public (long Seq, List<(JsonObject Body, string? RunId)> Events) Checkpoint()
     {

@@ -16,5 +16,8 @@ internal sealed partial class RunManager
 
         [LoggerMessage(EventId = 4103, Level = LogLevel.Information, Message = "Run {RunId} in session {SessionId} cancelled: nobody watched for {Seconds} s")]
         public static partial void IdleCancel(ILogger logger, string sessionId, string runId, double seconds);
+
+        [LoggerMessage(EventId = 4105, Level = LogLevel.Warning, Message = "Run {RunId} in session {SessionId} stopped: {Reason}")]
+        public static partial void RunFenced(ILogger logger, string sessionId, string runId, string reason);
     }
 }

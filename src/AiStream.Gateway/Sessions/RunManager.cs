@@ -357,8 +357,27 @@ internal sealed partial class RunManager(
         }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
     }
 
-    private ValueTask<AppendResult> AppendAsync(ActiveRun run, params JsonObject[] events) =>
-        store.AppendAsync(run.SessionId, events, run.RunId, null, CancellationToken.None, buffered: true);
+    private async ValueTask<AppendResult> AppendAsync(ActiveRun run, params JsonObject[] events)
+    {
+        if (run.Fenced)
+        {
+            return new AppendResult([], false, []);
+        }
+
+        try
+        {
+            return await store.AppendAsync(run.SessionId, events, run.RunId, null, CancellationToken.None, buffered: true).ConfigureAwait(false);
+        }
+        catch (RunFencedException ex)
+        {
+            // Another node ended this run (it took this node for dead): stop the model call, write nothing more.
+            run.Fenced = true;
+            Log.RunFenced(logger, run.SessionId, run.RunId, ex.Message);
+            run.CancelReason ??= "fenced";
+            await run.Cancellation.CancelAsync().ConfigureAwait(false);
+            return new AppendResult([], false, []);
+        }
+    }
 
     private static string Key(string sessionId, string runId) => sessionId + "\n" + runId;
 
@@ -374,6 +393,9 @@ internal sealed partial class RunManager(
         public Task? Task { get; set; }
         public string? Outcome { get; set; }
         public string? CancelReason { get; set; }
+
+        /// <summary>Another node ended the run; nothing more of it is written.</summary>
+        public bool Fenced { get; set; }
 
         /// <summary>Keeps the session's state on this node while the run writes.</summary>
         public IDisposable? Retention { get; set; }

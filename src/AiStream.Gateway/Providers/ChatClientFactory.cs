@@ -11,7 +11,7 @@ namespace AiStream.Gateway.Providers;
 /// Gives the <see cref="IChatClient"/> for a public model name: the path used wherever the gateway itself consumes
 /// model output (session runs and agents). Azure goes through Azure.AI.OpenAI, everything else through the OpenAI client.
 /// </summary>
-internal sealed class ChatClientFactory(ModelCatalog catalog, TokenCounter tokens, TimeProvider time) : IDisposable
+internal sealed class ChatClientFactory(ModelCatalog catalog, TokenCounter tokens, TimeProvider time, IHttpClientFactory http) : IDisposable
 {
     private readonly ConcurrentDictionary<string, IChatClient> _clients = new(StringComparer.OrdinalIgnoreCase);
 
@@ -39,7 +39,7 @@ internal sealed class ChatClientFactory(ModelCatalog catalog, TokenCounter token
             case ProviderTypes.AzureOpenAI:
                 // The SDKs' own retries are off: Polly's retry and breaker are the only ones, and they stop at the first token.
                 var azure = new AzureOpenAIClient(new Uri(provider.Endpoint!), new ApiKeyCredential(provider.ApiKey!),
-                    new AzureOpenAIClientOptions { RetryPolicy = new System.ClientModel.Primitives.ClientRetryPolicy(0), NetworkTimeout = Timeout.InfiniteTimeSpan });
+                    new AzureOpenAIClientOptions { RetryPolicy = new System.ClientModel.Primitives.ClientRetryPolicy(0), NetworkTimeout = Timeout.InfiniteTimeSpan, Transport = Transport() });
                 return azure.GetChatClient(provider.Deployment ?? route.UpstreamModel).AsIChatClient();
             default:
                 var endpoint = new Uri(UpstreamUris.BaseFor(provider));
@@ -49,11 +49,17 @@ internal sealed class ChatClientFactory(ModelCatalog catalog, TokenCounter token
                 {
                     Endpoint = endpoint,
                     RetryPolicy = new System.ClientModel.Primitives.ClientRetryPolicy(0),
+                    Transport = Transport(),
                     NetworkTimeout = Timeout.InfiniteTimeSpan,
                 });
                 return client.GetChatClient(route.UpstreamModel).AsIChatClient();
         }
     }
+
+    // The relay's HttpClient: it never drains an abandoned response, so cancelling a run closes the upstream request
+    // at once (the SDK's default client would read on for up to 2 s, and the provider would keep generating).
+    private System.ClientModel.Primitives.HttpClientPipelineTransport Transport() =>
+        new(http.CreateClient(Completions.CompletionProxy.HttpClientName));
 
     public void Dispose()
     {

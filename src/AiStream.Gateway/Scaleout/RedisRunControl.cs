@@ -12,24 +12,40 @@ internal sealed partial class RedisRunControl(RedisConnection redis, RedisSessio
     /// <summary>What the run registry holds for a run another node ended (a tombstone that fences its old owner).</summary>
     public const string Ended = "ended";
 
-    private int _listening;
+    private readonly Lock _lock = new();
+    private Task? _subscribed;
 
-    public void Listen(Func<string, string, string, Task> cancel)
+    public async Task ListenAsync(Func<string, string, string, Task> cancel)
     {
-        if (Interlocked.Exchange(ref _listening, 1) == 1)
+        Task subscribed;
+        lock (_lock)
         {
-            return;
+            // StackExchange.Redis subscribes again by itself after a reconnect.
+            _subscribed ??= redis.Subscriber.SubscribeAsync(redis.ControlChannel(redis.NodeId), (channel, message) =>
+            {
+                var parts = ((string)message!).Split('\n');
+                if (parts.Length == 4 && parts[0] == "cancel")
+                {
+                    _ = cancel(parts[1], parts[2], parts[3]);
+                }
+            });
+            subscribed = _subscribed;
         }
 
-        // StackExchange.Redis subscribes again by itself after a reconnect.
-        _ = redis.Subscriber.SubscribeAsync(redis.ControlChannel(redis.NodeId), (channel, message) =>
+        try
         {
-            var parts = ((string)message!).Split('\n');
-            if (parts.Length == 4 && parts[0] == "cancel")
+            // A run is registered only once this node hears cancels for it; otherwise a cancel could find nobody
+            // listening and end a live run as lost.
+            await subscribed.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
+        {
+            Log.ListenFailed(logger, ex);
+            lock (_lock)
             {
-                _ = cancel(parts[1], parts[2], parts[3]);
+                _subscribed = null; // try again with the next run
             }
-        }).ContinueWith(t => Log.ListenFailed(logger, t.Exception!), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        }
     }
 
     public async ValueTask RegisterAsync(string sessionId, string runId)

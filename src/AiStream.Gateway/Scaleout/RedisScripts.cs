@@ -85,6 +85,16 @@ internal static class RedisScripts
         return 1
         """;
 
+    /// <summary>
+    /// Raises a session's position counter to what a node knows (after Redis lost its data), so no later writer, with or
+    /// without a copy of the session, reuses a position. KEYS: seq. ARGV: head, ttl. Returns 1 when it raised it.
+    /// </summary>
+    public const string RaiseFloor = """
+        if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then return 0 end
+        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+        return 1
+        """;
+
     /// <summary>Stores a checkpoint (<c>seq\n[...]</c>) unless a newer one is there. KEYS: checkpoint. ARGV: seq, value, ttl.</summary>
     public const string SaveCheckpoint = """
         local current = redis.call('GET', KEYS[1])

@@ -512,6 +512,10 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         }
     }
 
+    /// <summary>
+    /// After a reconnect: if Redis came back without its data, put back what this node knows (each session's position
+    /// and a checkpoint of its state), then write buffered events and pick up what was missed.
+    /// </summary>
     private async Task CatchUpAllAsync(CancellationToken cancellationToken)
     {
         foreach (var mirror in _mirrors.Values)
@@ -521,6 +525,17 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
                 if (mirror.BufferedCount > 0)
                 {
                     await FlushAsync(mirror, cancellationToken).ConfigureAwait(false);
+                }
+                else if (mirror.Loaded && mirror.Log.Head > 0)
+                {
+                    var raised = (long)await _redis.Database.ScriptEvaluateAsync(RedisScripts.RaiseFloor, [_redis.Key(mirror.SessionId, "seq")],
+                        [mirror.Log.Head, (long)KeyTtl.TotalMilliseconds]).ConfigureAwait(false);
+                    if (raised == 1)
+                    {
+                        Log.Repaired(_logger, mirror.SessionId, mirror.Log.Head);
+                        mirror.CheckpointSeq = 0;
+                        await CheckpointAsync(mirror, _time.GetUtcNow(), force: true).ConfigureAwait(false);
+                    }
                 }
 
                 await CatchUpAsync(mirror, cancellationToken).ConfigureAwait(false);
@@ -1076,6 +1091,9 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
 
         [LoggerMessage(EventId = 8106, Level = LogLevel.Warning, Message = "Maintenance of session {SessionId} failed")]
         public static partial void MaintenanceFailed(ILogger logger, string sessionId, Exception exception);
+
+        [LoggerMessage(EventId = 8108, Level = LogLevel.Warning, Message = "Redis came back without session {SessionId}; restored its position ({Head}) and a checkpoint from this node")]
+        public static partial void Repaired(ILogger logger, string sessionId, long head);
 
         [LoggerMessage(EventId = 8107, Level = LogLevel.Debug, Message = "Session {SessionId} is no longer needed on this node")]
         public static partial void MirrorForgotten(ILogger logger, string sessionId);

@@ -6,8 +6,8 @@ namespace AiStream.Gateway.Sessions;
 /// </summary>
 internal interface IRunControl
 {
-    /// <summary>Sets what to do when another node asks this one to cancel a run.</summary>
-    void Listen(Func<string, string, string, Task> cancel);
+    /// <summary>Sets what to do when another node asks this one to cancel a run; completes once this node listens.</summary>
+    Task ListenAsync(Func<string, string, string, Task> cancel);
 
     ValueTask RegisterAsync(string sessionId, string runId);
 
@@ -20,9 +20,7 @@ internal interface IRunControl
 /// <summary>One node: every run is local.</summary>
 internal sealed class LocalRunControl : IRunControl
 {
-    public void Listen(Func<string, string, string, Task> cancel)
-    {
-    }
+    public Task ListenAsync(Func<string, string, string, Task> cancel) => Task.CompletedTask;
 
     public ValueTask RegisterAsync(string sessionId, string runId) => ValueTask.CompletedTask;
 

@@ -128,7 +128,7 @@ internal sealed partial class RunManager(
         }
 
         // Cancels sent to other nodes find this one; the session's state stays on this node while the run writes.
-        runControl.Listen((session, id, reason) => _runs.ContainsKey(Key(session, id)) ? CancelAsync(session, id, reason) : Task.CompletedTask);
+        await runControl.ListenAsync((session, id, reason) => _runs.ContainsKey(Key(session, id)) ? CancelAsync(session, id, reason) : Task.CompletedTask).ConfigureAwait(false);
         run.Retention = store.Retain(sessionId);
         await runControl.RegisterAsync(sessionId, runId).ConfigureAwait(false);
 

@@ -73,7 +73,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
             mirror = await AcquireAsync(sessionId, create: true, buffered, cancellationToken).ConfigureAwait(false);
             try
             {
-                return await AppendThroughMirrorAsync(mirror!, bodies, runId, idempotencyKey, now, buffered, cancellationToken).ConfigureAwait(false);
+                return await AppendThroughMirrorAsync(mirror!, events, bodies, runId, idempotencyKey, now, buffered, cancellationToken).ConfigureAwait(false);
             }
             finally
             {
@@ -85,7 +85,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         try
         {
             var (first, last, replayed, _) = await RunAppendAsync(sessionId, bodies, runId, idempotencyKey, now, floor: 0, expected: -1).ConfigureAwait(false);
-            return Result(sessionId, bodies, runId, now, first, last, replayed, materialize: false).Append;
+            return new AppendResult([], replayed, Range(first, last));
         }
         catch (Exception ex) when (IsRedisFailure(ex))
         {
@@ -405,8 +405,10 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
     /// <summary>Delivers a published batch in position order, filling any gap from the stream first.</summary>
     private async Task DeliverAsync(Mirror mirror, byte[] payload)
     {
-        var (first, runId, appendedAt, bodies) = SplitPayload(payload);
-        var last = first + bodies.Count - 1;
+        // The header alone says whether the batch is new: this node's own writes come back here too, and are dropped
+        // without copying or parsing their events.
+        var (first, runId, appendedAt, count, bodiesAt) = ReadHeader(payload);
+        var last = first + count - 1;
         if (last <= mirror.Log.Head)
         {
             return; // already here (this node wrote it, or a gap fill fetched it)
@@ -432,6 +434,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
                 return;
             }
 
+            var bodies = ReadBodies(payload, bodiesAt);
             var events = new List<(SessionEvent, JsonObject)>(bodies.Count);
             for (var i = 0; i < bodies.Count; i++)
             {
@@ -547,7 +550,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         }
     }
 
-    private async Task<AppendResult> AppendThroughMirrorAsync(Mirror mirror, byte[][] bodies, string? runId, string? idempotencyKey, long now, bool buffered,
+    private async Task<AppendResult> AppendThroughMirrorAsync(Mirror mirror, IReadOnlyList<JsonObject> objects, byte[][] bodies, string? runId, string? idempotencyKey, long now, bool buffered,
         CancellationToken cancellationToken)
     {
         await mirror.Gate.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -569,10 +572,10 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
                         await FillAsync(mirror, first - 1).ConfigureAwait(false);
                     }
 
-                    var result = Result(mirror.SessionId, bodies, runId, now, first, last, false, materialize: true);
-                    mirror.Log.ApplyStored(result.Stored!);
+                    var stored = Stored(objects, bodies, runId, now, first);
+                    mirror.Log.ApplyStored(stored);
                     mirror.Touch();
-                    return result.Append;
+                    return new AppendResult(stored.Select(e => e.Event).ToList(), false, Range(first, last));
                 }
                 catch (Exception ex) when (IsRedisFailure(ex) && buffered)
                 {
@@ -595,11 +598,11 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
 
             // Redis is away: take the next positions here, deliver to local watchers now, write them later in order.
             var firstLocal = mirror.Log.Head + 1;
-            var pending = Result(mirror.SessionId, bodies, runId, now, firstLocal, firstLocal + bodies.Length - 1, false, materialize: true);
+            var pending = Stored(objects, bodies, runId, now, firstLocal);
             mirror.Buffer(new Pending(bodies, runId, now, firstLocal));
-            mirror.Log.ApplyStored(pending.Stored!);
+            mirror.Log.ApplyStored(pending);
             mirror.Touch();
-            return pending.Append;
+            return new AppendResult(pending.Select(e => e.Event).ToList(), false, Range(firstLocal, firstLocal + bodies.Length - 1));
         }
         finally
         {
@@ -825,21 +828,16 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
 
     private long Cutoff(long now) => now - (long)TimeSpan.FromMinutes(_options.MaxEventAgeMinutes).TotalMilliseconds;
 
-    private static (AppendResult Append, List<(SessionEvent, JsonObject)>? Stored) Result(string sessionId, byte[][] bodies, string? runId, long now,
-        long first, long last, bool replayed, bool materialize)
+    /// <summary>The appended events as the log stores them, built from the bodies this writer already holds (no re-parse).</summary>
+    private static List<(SessionEvent Event, JsonObject Body)> Stored(IReadOnlyList<JsonObject> objects, byte[][] bodies, string? runId, long now, long first)
     {
-        if (replayed || !materialize)
-        {
-            return (new AppendResult([], replayed, Range(first, last)), null);
-        }
-
-        var stored = new List<(SessionEvent, JsonObject)>(bodies.Length);
+        var stored = new List<(SessionEvent Event, JsonObject Body)>(bodies.Length);
         for (var i = 0; i < bodies.Length; i++)
         {
-            stored.Add(SessionEvent.FromStored(WithSeq(bodies[i], first + i), first + i, runId, now));
+            stored.Add(SessionEvent.FromStored(WithSeq(bodies[i], first + i), objects[i], first + i, runId, now));
         }
 
-        return (new AppendResult(stored.Select(s => s.Item1).ToList(), false, Range(first, last)), stored);
+        return stored;
     }
 
     private static long[] Range(long first, long last) => first <= 0 ? [] : Enumerable.Range(0, (int)(last - first + 1)).Select(i => first + i).ToArray();
@@ -854,43 +852,29 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         return json;
     }
 
-    private static (long First, string? RunId, long AppendedAt, List<byte[]> Bodies) SplitPayload(byte[] payload)
+    /// <summary>A published batch's header (<c>firstSeq\nrunId\nappendedAt\n</c>), how many events follow and where.</summary>
+    private static (long First, string? RunId, long AppendedAt, int Count, int BodiesAt) ReadHeader(byte[] payload)
     {
         var span = payload.AsSpan();
-        var parts = new List<byte[]>();
-        var fields = new long[1];
-        string? runId = null;
-        long appendedAt = 0;
-        var index = 0;
-        while (span.Length > 0 || index < 3)
-        {
-            var newline = span.IndexOf((byte)'\n');
-            var part = newline < 0 ? span : span[..newline];
-            switch (index)
-            {
-                case 0:
-                    fields[0] = long.Parse(Encoding.ASCII.GetString(part), CultureInfo.InvariantCulture);
-                    break;
-                case 1:
-                    runId = part.Length == 0 ? null : Encoding.UTF8.GetString(part);
-                    break;
-                case 2:
-                    appendedAt = long.Parse(Encoding.ASCII.GetString(part), CultureInfo.InvariantCulture);
-                    break;
-                default:
-                    parts.Add(part.ToArray());
-                    break;
-            }
+        var firstEnd = span.IndexOf((byte)'\n');
+        var runEnd = firstEnd + 1 + span[(firstEnd + 1)..].IndexOf((byte)'\n');
+        var atEnd = runEnd + 1 + span[(runEnd + 1)..].IndexOf((byte)'\n');
+        var bodiesAt = atEnd + 1;
+        var runId = runEnd == firstEnd + 1 ? null : Encoding.UTF8.GetString(span[(firstEnd + 1)..runEnd]);
+        return (long.Parse(span[..firstEnd], CultureInfo.InvariantCulture), runId, long.Parse(span[(runEnd + 1)..atEnd], CultureInfo.InvariantCulture),
+            span[bodiesAt..].Count((byte)'\n') + 1, bodiesAt);
+    }
 
-            index++;
-            span = newline < 0 ? [] : span[(newline + 1)..];
-            if (newline < 0)
-            {
-                break;
-            }
+    /// <summary>The events of a published batch, one per line after the header.</summary>
+    private static List<byte[]> ReadBodies(byte[] payload, int bodiesAt)
+    {
+        var bodies = new List<byte[]>();
+        foreach (var range in payload.AsSpan(bodiesAt).Split((byte)'\n'))
+        {
+            bodies.Add(payload.AsSpan(bodiesAt)[range].ToArray());
         }
 
-        return (fields[0], runId, appendedAt, parts);
+        return bodies;
     }
 
     private static (SessionEvent, JsonObject) Parse(StreamEntry entry)

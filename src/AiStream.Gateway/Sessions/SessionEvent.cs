@@ -93,9 +93,12 @@ internal sealed class SessionEvent
     /// An event read back from a shared log: <paramref name="json"/> already carries its <c>seq</c> and timestamp. Also
     /// returns the parsed body, which the projection needs.
     /// </summary>
-    public static (SessionEvent Event, JsonObject Body) FromStored(byte[] json, long seq, string? runId, long appendedAt)
+    public static (SessionEvent Event, JsonObject Body) FromStored(byte[] json, long seq, string? runId, long appendedAt) =>
+        FromStored(json, (JsonObject)JsonNode.Parse(json)!, seq, runId, appendedAt);
+
+    /// <summary>The same, for a writer that still holds the parsed <paramref name="body"/> of <paramref name="json"/>.</summary>
+    public static (SessionEvent Event, JsonObject Body) FromStored(byte[] json, JsonObject body, long seq, string? runId, long appendedAt)
     {
-        var body = (JsonObject)JsonNode.Parse(json)!;
         var type = body["type"]!.GetValue<string>();
         var e = new SessionEvent
         {

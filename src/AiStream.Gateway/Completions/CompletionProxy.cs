@@ -129,26 +129,46 @@ internal sealed partial class CompletionProxy(
 
             var outcome = "completed";
             var first = true;
+            var unflushed = false;
+            var reading = false;
+            ValueTask<bool> next = default;
             try
             {
-                while (await stream.ReadAsync(route.IdleTimeout).ConfigureAwait(false))
+                next = stream.ReadAsync(route.IdleTimeout);
+                reading = true;
+                while (true)
                 {
-                    var payload = stream.Current.Span;
-                    var flags = tally.Inspect(payload);
-                    if (!request.ClientWantsUsage && (flags & (ChunkFlags.HasUsage | ChunkFlags.EmptyChoices)) == (ChunkFlags.HasUsage | ChunkFlags.EmptyChoices))
+                    // Flush only when the upstream has nothing more in hand: a burst of chunks that arrived together
+                    // leaves in one write, and a paced chunk still leaves the moment it came.
+                    if (unflushed && !next.IsCompleted)
                     {
-                        continue; // the usage chunk exists only because the gateway asked for it
+                        unflushed = false;
+                        await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+                        if (first)
+                        {
+                            first = false;
+                            metrics.RecordTimeToFirstToken(route.Name, time.GetElapsedTime(startedAt));
+                        }
                     }
 
-                    SseWriter.WriteData(writer, payload);
-                    await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
-                    if (first)
+                    reading = false;
+                    if (!await next.ConfigureAwait(false))
                     {
-                        first = false;
-                        metrics.RecordTimeToFirstToken(route.Name, time.GetElapsedTime(startedAt));
+                        break;
+                    }
+
+                    var payload = stream.Current.Span;
+                    var flags = tally.Inspect(payload);
+                    if (request.ClientWantsUsage || (flags & (ChunkFlags.HasUsage | ChunkFlags.EmptyChoices)) != (ChunkFlags.HasUsage | ChunkFlags.EmptyChoices))
+                    {
+                        // (Otherwise the usage chunk exists only because the gateway asked for it.)
+                        SseWriter.WriteData(writer, payload);
+                        unflushed = true;
                     }
 
                     cancellationToken.ThrowIfCancellationRequested();
+                    next = stream.ReadAsync(route.IdleTimeout);
+                    reading = true;
                 }
 
                 if (!stream.SawDone && !tally.SawFinish && !tally.SawError)
@@ -185,6 +205,12 @@ internal sealed partial class CompletionProxy(
             }
             finally
             {
+                if (reading)
+                {
+                    // A flush failed while the next chunk was being read: stop that read before the stream goes.
+                    await stream.AbandonAsync(next).ConfigureAwait(false);
+                }
+
                 RecordUsage(request, route, tally);
                 metrics.RecordCompletion(route.Name, outcome);
             }

@@ -71,6 +71,21 @@ internal abstract class UpstreamStream : IAsyncDisposable
         }
     }
 
+    /// <summary>Cancels a read still in flight and waits for it to give up, whatever it ends with.</summary>
+    public async ValueTask AbandonAsync(ValueTask<bool> pendingRead)
+    {
+        await _watchdog.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await pendingRead.ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // the caller is already failing or leaving; this read's outcome has no one to go to
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
     protected abstract Task ConnectAsync();
 
     protected abstract ValueTask<bool> ReadCoreAsync();

@@ -17,6 +17,8 @@ internal static class AiStreamHosting
 {
     public static WebApplicationBuilder AddAiStream(this WebApplicationBuilder builder)
     {
+        // Before anything opens a socket: the runtime reads this switch once.
+        EventLoopIo.ConfigureRuntime(builder.Configuration);
         var services = builder.Services;
         services.AddProblemDetails();
         services.TryAddSingleton(TimeProvider.System);
@@ -33,6 +35,8 @@ internal static class AiStreamHosting
 
     public static WebApplication MapAiStream(this WebApplication app)
     {
+        var eventLoop = app.Services.GetRequiredService<IOptions<TransportsOptions>>().Value.EventLoopIo;
+        EventLoopIo.LogMode(app.Logger, EventLoopIo.InlineCompletions, eventLoop);
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         // The demo page: a chat that renders word by word and shows who is here.
@@ -104,7 +108,11 @@ internal static class AiStreamHosting
         services.TryAddSingleton<HubSubscriptions>();
         services.AddSignalR(options => options.StatefulReconnectBufferSize = 1024 * 1024);
         services.AddOptions<Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets.SocketTransportOptions>()
-            .Configure<IOptions<TransportsOptions>>((sockets, transports) => TcpKeepAlive.Apply(sockets, transports.Value.TcpKeepAliveSeconds));
+            .Configure<IOptions<TransportsOptions>>((sockets, transports) =>
+            {
+                TcpKeepAlive.Apply(sockets, transports.Value.TcpKeepAliveSeconds);
+                EventLoopIo.Apply(sockets, transports.Value.EventLoopIo);
+            });
         return services;
     }
 

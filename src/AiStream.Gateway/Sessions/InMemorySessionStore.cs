@@ -126,6 +126,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
     public AppendResult Append(IReadOnlyList<JsonObject> bodies, string? runId, string? idempotencyKey)
     {
         var appended = new SessionEvent[bodies.Count];
+        List<Subscriber>? wake;
         lock (_lock)
         {
             var now = time.GetUtcNow();
@@ -153,9 +154,10 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
                 _idempotency[idempotencyKey] = (appended.Select(e => e.Seq).ToArray(), now);
             }
 
-            PublishLocked(appended, now);
+            wake = PublishLocked(appended, now);
         }
 
+        SubscriberWakeups.Wake(wake);
         return new AppendResult(appended, false, appended.Select(e => e.Seq).ToArray());
     }
 
@@ -165,6 +167,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
     /// </summary>
     public void ApplyStored(IReadOnlyList<(SessionEvent Event, JsonObject Body)> events)
     {
+        List<Subscriber>? wake = null;
         lock (_lock)
         {
             var now = time.GetUtcNow();
@@ -185,9 +188,11 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
 
             if (fresh is not null)
             {
-                PublishLocked(fresh, now);
+                wake = PublishLocked(fresh, now);
             }
         }
+
+        SubscriberWakeups.Wake(wake);
     }
 
     /// <summary>Starts an empty log from a checkpoint: the projection at <paramref name="seq"/>, no events yet.</summary>
@@ -312,29 +317,35 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
         }
     }
 
-    private void PublishLocked(IReadOnlyList<SessionEvent> appended, DateTimeOffset now)
+    /// <summary>Queues the events for every subscriber; returns the writers to wake once the lock is released.</summary>
+    private List<Subscriber>? PublishLocked(IReadOnlyList<SessionEvent> appended, DateTimeOffset now)
     {
         Trim(now);
 
         // Queue for every subscriber inside the lock so that each sees the log's order; queuing never blocks and
-        // never touches a socket.
+        // never touches a socket. Waking the writers (which write to sockets) waits until the lock is released.
         var closed = false;
+        var wake = _subscribers.Count == 0 ? null : new List<Subscriber>(_subscribers.Count);
         foreach (var subscriber in _subscribers)
         {
             foreach (var e in appended)
             {
-                if (!subscriber.Enqueue(e))
+                if (!subscriber.EnqueueQuietly(e))
                 {
                     closed = true;
                     break;
                 }
             }
+
+            wake!.Add(subscriber); // a closed one is woken too, so that its writer ends
         }
 
         if (closed)
         {
             _subscribers.RemoveAll(s => s.IsClosed);
         }
+
+        return wake;
     }
 
     public SubscribeResult Subscribe(long? afterSeq, Subscriber subscriber)

@@ -20,6 +20,12 @@ public sealed class TransportsOptions
     [Range(0, 7200)]
     public int TcpKeepAliveSeconds { get; set; } = 15;
 
+    /// <summary>
+    /// Event-loop socket I/O (see <c>EventLoopIo</c>): socket continuations and response sends run on the I/O threads
+    /// instead of hopping through the thread pool. Default true; read once at start.
+    /// </summary>
+    public bool EventLoopIo { get; set; } = true;
+
     /// <summary>The <c>retry:</c> hint sent to EventSource clients, in milliseconds. Default 2000.</summary>
     [Range(0, 600_000)]
     public int SseRetryMilliseconds { get; set; } = 2_000;

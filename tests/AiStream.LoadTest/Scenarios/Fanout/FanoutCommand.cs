@@ -114,6 +114,13 @@ public sealed class FanoutCommand : ScenarioCommand<FanoutSettings>
         }
 
         var gatewayProbes = pid is int gp ? new[] { new CpuProbe("server", () => ProcStats.CpuSeconds(gp)) } : [];
+        if (!settings.Smoke && transports.Any(t => t != "nchan"))
+        {
+            // The runtime compiles hot paths in tiers over the first seconds of load; measure the steady state.
+            await WarmUpAsync(http, publishHttp, baseAddress, transports, rates[0], cancellationToken);
+            result.Notes.Add("before the measured phases, each gateway transport ran a 5 s warm-up (100 watchers of another session at the first rate), not counted");
+        }
+
         foreach (var transport in transports)
         {
             if (transport == "nchan")
@@ -146,6 +153,33 @@ public sealed class FanoutCommand : ScenarioCommand<FanoutSettings>
                 {
                     await DisposeAllAsync(watchers);
                 }
+            }
+        }
+    }
+
+    private static async Task WarmUpAsync(HttpMessageInvoker http, HttpMessageInvoker publishHttp, Uri baseAddress, string[] transports, int rate,
+        CancellationToken cancellationToken)
+    {
+        const int Watchers = 100;
+        var duration = TimeSpan.FromSeconds(5);
+        var maxEvents = 1_000;
+        foreach (var transport in transports.Where(t => t != "nchan"))
+        {
+            var sessionId = FanoutRunner.NewSessionId("warmup");
+            var after = await FanoutRunner.StartMessageAsync(publishHttp, baseAddress, sessionId, cancellationToken);
+            var watchers = Enumerable.Range(0, Watchers).Select(_ => transport == "sse"
+                ? (Watcher)new SseWatcher(http, FanoutRunner.SseUrl(baseAddress, sessionId, after), "all", maxEvents + 1)
+                : new HubWatcher(FanoutRunner.HubUrl(baseAddress), sessionId, after, "all", maxEvents + 1)).ToList();
+            try
+            {
+                await ConnectAsync($"fanout {transport} warm-up connecting", watchers, cancellationToken);
+                var discarded = new ScenarioResult { Scenario = "warmup", Smoke = false, StartedAt = DateTimeOffset.UtcNow };
+                await FanoutRunner.RunPhaseAsync($"fanout {transport} warm-up", FanoutRunner.GatewayPublisher(publishHttp, baseAddress, sessionId), watchers, 0,
+                    rate == 0 ? 200 : rate, duration, maxEvents, TimeSpan.FromSeconds(10), [], NewRow("warmup", transport, Watchers, rate), discarded, cancellationToken);
+            }
+            finally
+            {
+                await DisposeAllAsync(watchers);
             }
         }
     }

@@ -11,7 +11,8 @@ internal sealed class Subscriber(int coalesceThreshold, int hardLimit)
 {
     private readonly Lock _lock = new();
     private readonly AsyncSignal _signal = new();
-    private SessionEvent[] _ring = new SessionEvent[16];
+    // Small to start: most watchers are idle or keep up, and thousands of them each hold one (it grows when needed).
+    private SessionEvent[] _ring = new SessionEvent[4];
     private int _head;
     private int _count;
     private bool _heartbeatDue;

@@ -28,7 +28,7 @@ internal static class SessionEventStream
         }
 
         await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
-        var batch = new List<SessionEvent>(64);
+        var batch = new List<SessionEvent>(); // grows to the largest drain; an idle watcher holds none
         while (true)
         {
             var (open, heartbeat) = await subscriber.DrainAsync(batch).ConfigureAwait(false);

@@ -203,7 +203,7 @@ internal sealed class HubSubscriptions(
                 await client.SendAsync("Event", sessionId, new RawEvent(e.Json));
             }
 
-            var batch = new List<SessionEvent>(64);
+            var batch = new List<SessionEvent>(); // grows to the largest drain; an idle watcher holds none
             while (true)
             {
                 var (open, _) = await pump.Subscriber.DrainAsync(batch);

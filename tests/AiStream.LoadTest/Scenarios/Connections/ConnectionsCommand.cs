@@ -44,8 +44,8 @@ public sealed class ConnectionsSettings : ScenarioSettings
 /// <summary>
 /// <c>connections</c>: the gateway's resident memory per idle watcher. Each cell starts a fresh gateway, warms the
 /// path up with one connection, reads VmRSS, opens N watchers of one session (SSE watches, or SignalR connections
-/// that each joined), waits, and reads VmRSS again. The gateway has no endpoint to force a full GC, so the figure is
-/// RSS after a settle period: it includes heap headroom the GC has not given back, and is an upper bound.
+/// that each joined), waits, and reads VmRSS again; before each reading it induces a full GC in the gateway through
+/// the runtime's diagnostics port (<see cref="FullGc"/>).
 /// </summary>
 public sealed class ConnectionsCommand : ScenarioCommand<ConnectionsSettings>
 {
@@ -76,7 +76,7 @@ public sealed class ConnectionsCommand : ScenarioCommand<ConnectionsSettings>
         var settle = TimeSpan.FromSeconds(settings.Settle ?? (settings.Smoke ? 0.5 : 5));
         result.Settings["connections"] = string.Join(',', counts);
         result.Settings["settleSeconds"] = settle.TotalSeconds.ToString(CultureInfo.InvariantCulture);
-        result.Notes.Add("memory = VmRSS from /proc/<pid>/status after the settle period, not after a full GC (the gateway has no endpoint to force one): an upper bound that includes GC heap headroom");
+        result.Notes.Add("memory = VmRSS from /proc/<pid>/status after the settle period and a full blocking GC induced through the gateway's diagnostics port (EventPipe, GCHeapCollect), before and after connecting; fullGcBeforeReadings 0 means the port was unavailable and the reading includes heap headroom");
         result.Notes.Add("each cell runs on a fresh gateway, warmed up with one connection of the transport before the first reading");
         if (settings.Url is not null)
         {
@@ -107,6 +107,7 @@ public sealed class ConnectionsCommand : ScenarioCommand<ConnectionsSettings>
                 await warm.ConnectAsync(cancellationToken);
                 await warm.DisposeAsync();
                 await Task.Delay(settle, cancellationToken);
+                var collected = pid is int g1 && await FullGc.CollectAsync(g1, cancellationToken);
                 var before = pid is int p1 ? ProcStats.RssBytes(p1) : double.NaN;
                 var watchers = Enumerable.Range(0, count).Select(_ => Create()).ToList();
                 var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -115,6 +116,7 @@ public sealed class ConnectionsCommand : ScenarioCommand<ConnectionsSettings>
                     await FanoutCommand.ConnectAsync($"connections {transport} N={count}", watchers, cancellationToken);
                     var connectSeconds = clock.Elapsed.TotalSeconds;
                     await Task.Delay(settle, cancellationToken);
+                    collected &= pid is int g2 && await FullGc.CollectAsync(g2, cancellationToken);
                     var afterRss = pid is int p2 ? ProcStats.RssBytes(p2) : double.NaN;
                     var failed = watchers.Count(w => w.Failure is not null);
                     var row = new ResultRow
@@ -131,6 +133,7 @@ public sealed class ConnectionsCommand : ScenarioCommand<ConnectionsSettings>
                     row["rssAfterMiB"] = afterRss / (1024 * 1024);
                     row["bytesPerConnection"] = (afterRss - before) / count;
                     row["gatewayOpenFiles"] = pid is int p3 ? OpenFiles(p3) : double.NaN;
+                    row["fullGcBeforeReadings"] = collected ? 1 : 0;
                     row["connectSeconds"] = connectSeconds;
                     result.Rows.Add(row);
                     if (failed > 0)

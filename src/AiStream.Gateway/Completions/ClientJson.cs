@@ -24,7 +24,7 @@ internal static class ClientJson
 
         try
         {
-            return (await JsonNode.ParseAsync(request.Body, documentOptions: Strict, cancellationToken: cancellationToken).ConfigureAwait(false), null);
+            return (await ParseBodyAsync(request.BodyReader, cancellationToken).ConfigureAwait(false), null);
         }
         catch (JsonException ex)
         {
@@ -33,6 +33,59 @@ internal static class ClientJson
         catch (BadHttpRequestException ex) when (ex.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
             return (null, new ApiError(StatusCodes.Status413PayloadTooLarge, $"The body is larger than {limit} bytes.", "invalid_request_error", "request_too_large"));
+        }
+    }
+
+    /// <summary>
+    /// Bodies larger than this are parsed on the thread pool: with event-loop socket I/O the request handler runs on a
+    /// socket event thread, and parsing megabytes there would hold up every other connection of that thread.
+    /// </summary>
+    public const int OffloadBytes = 256 * 1024;
+
+    private static async Task<JsonNode?> ParseBodyAsync(System.IO.Pipelines.PipeReader body, CancellationToken cancellationToken)
+    {
+        // Buffer the whole body first (Kestrel enforces the size limit while it is read), then parse it in one go.
+        System.IO.Pipelines.ReadResult read;
+        while (true)
+        {
+            read = await body.ReadAsync(cancellationToken).ConfigureAwait(false);
+            if (read.IsCompleted || read.IsCanceled)
+            {
+                break;
+            }
+
+            body.AdvanceTo(read.Buffer.Start, read.Buffer.End);
+        }
+
+        var buffer = read.Buffer;
+        try
+        {
+            return buffer.Length > OffloadBytes
+                ? await Task.Run(() => Parse(buffer), cancellationToken).ConfigureAwait(false)
+                : Parse(buffer);
+        }
+        finally
+        {
+            body.AdvanceTo(buffer.End);
+        }
+    }
+
+    private static JsonNode? Parse(System.Buffers.ReadOnlySequence<byte> utf8)
+    {
+        if (utf8.IsSingleSegment)
+        {
+            return JsonNode.Parse(utf8.FirstSpan, documentOptions: Strict);
+        }
+
+        var copy = System.Buffers.ArrayPool<byte>.Shared.Rent((int)utf8.Length);
+        try
+        {
+            System.Buffers.BuffersExtensions.CopyTo(utf8, copy);
+            return JsonNode.Parse(copy.AsSpan(0, (int)utf8.Length), documentOptions: Strict);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(copy);
         }
     }
 

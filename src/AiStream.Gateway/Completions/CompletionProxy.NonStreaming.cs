@@ -37,7 +37,7 @@ internal sealed partial class CompletionProxy
         using (var tally = new UsageTally())
         {
             tally.Inspect(body);
-            RecordUsage(request, route, tally);
+            await RecordUsageAsync(request, route, tally).ConfigureAwait(false);
         }
 
         metrics.RecordCompletion(route.Name, "completed");

@@ -211,7 +211,7 @@ internal sealed partial class CompletionProxy(
                     await stream.AbandonAsync(next).ConfigureAwait(false);
                 }
 
-                RecordUsage(request, route, tally);
+                await RecordUsageAsync(request, route, tally).ConfigureAwait(false);
                 metrics.RecordCompletion(route.Name, outcome);
             }
         }
@@ -376,6 +376,21 @@ internal sealed partial class CompletionProxy(
 
         static string? Text(JsonElement element, string name) =>
             element.TryGetProperty(name, out var value) ? value.ValueKind == JsonValueKind.String ? value.GetString() : value.ValueKind == JsonValueKind.Null ? null : value.GetRawText() : null;
+    }
+
+    /// <summary>
+    /// Records usage; when the upstream reported none, the estimate (tokenizing the prompt and the answer, which for a
+    /// long conversation takes milliseconds) runs on the thread pool rather than on a socket event thread.
+    /// </summary>
+    private Task RecordUsageAsync(CompletionRequest request, ModelRoute route, UsageTally tally)
+    {
+        if (tally.PromptTokens is not null && tally.CompletionTokens is not null)
+        {
+            RecordUsage(request, route, tally);
+            return Task.CompletedTask;
+        }
+
+        return Task.Run(() => RecordUsage(request, route, tally), CancellationToken.None);
     }
 
     private void RecordUsage(CompletionRequest request, ModelRoute route, UsageTally tally)

@@ -15,6 +15,7 @@ internal abstract class Watcher : IAsyncDisposable
     private readonly Lock _lock = new();
     private long _lastSeq;
     private int _received;
+    private long _messages;
 
     protected Watcher(string group, int capacity)
     {
@@ -34,6 +35,9 @@ internal abstract class Watcher : IAsyncDisposable
     /// <summary>Why the stream ended early, if it did.</summary>
     public string? Failure { get; protected set; }
 
+    /// <summary>Messages of any kind taken so far (probes included).</summary>
+    public long Messages => Interlocked.Read(ref _messages);
+
     public void ResetCount() => Volatile.Write(ref _received, 0);
 
     public abstract Task ConnectAsync(CancellationToken cancellationToken);
@@ -43,6 +47,7 @@ internal abstract class Watcher : IAsyncDisposable
     /// <summary>Takes one delivered delta; <paramref name="seq"/> is its position, or -1 where the transport has none (Nchan).</summary>
     protected void OnDelta(ReadOnlySpan<char> delta, long seq)
     {
+        Interlocked.Increment(ref _messages);
         var now = Stopwatch.GetTimestamp();
         var stats = Stats;
         lock (_lock)

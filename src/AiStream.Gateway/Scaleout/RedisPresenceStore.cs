@@ -198,6 +198,8 @@ internal sealed partial class RedisPresenceStore(
         var keys = KeyNames.Select(name => redis.Key(sessionId, name)).ToArray();
         try
         {
+            // Presence events go into the session's log: this node's events buffered during an outage go first.
+            await sessions.FlushBufferedAsync(sessionId, CancellationToken.None).ConfigureAwait(false);
             var result = await redis.Database.ScriptEvaluateAsync(script, keys, [.. common, .. args]).ConfigureAwait(false);
             // The script answers when the session next needs a sweep; remember it where every node looks.
             var next = result.Resp2Type == ResultType.Array ? (long)((RedisResult[])result!)[1] : (long)result;

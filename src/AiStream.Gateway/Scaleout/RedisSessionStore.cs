@@ -611,6 +611,19 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
     }
 
     /// <summary>
+    /// Writes this node's buffered events of a session, if it holds any, before another writer of this node (presence)
+    /// appends to the same log: otherwise that append would take the positions the buffered events were delivered with.
+    /// Throws the Redis failure when Redis is still away.
+    /// </summary>
+    internal async Task FlushBufferedAsync(string sessionId, CancellationToken cancellationToken)
+    {
+        if (_mirrors.TryGetValue(sessionId, out var mirror) && mirror.BufferedCount > 0)
+        {
+            await FlushAsync(mirror, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
     /// Writes events buffered while Redis was away, in order, at the positions they were delivered with. If Redis moved
     /// on meanwhile (another node wrote), they are written after what is there and this node's watchers are reset.
     /// </summary>

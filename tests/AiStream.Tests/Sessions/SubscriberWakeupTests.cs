@@ -44,23 +44,22 @@ public sealed class SubscriberWakeupTests
     public async Task DefaultSet_LeavesTheWaiterToTheThreadPool()
     {
         var signal = new AsyncSignal();
-        var ranOn = 0;
+        var ranOnPool = false;
+        Thread? ranOn = null;
         var waiter = WaitThenRecord();
-        var setterThread = 0;
-        var setter = new Thread(() =>
-        {
-            setterThread = Environment.CurrentManagedThreadId;
-            signal.Set();
-        });
+        var setter = new Thread(() => signal.Set());
         setter.Start();
         Assert.True(setter.Join(Patience));
         await waiter.WaitAsync(Patience);
-        Assert.NotEqual(setterThread, ranOn);
+        // Thread objects, not managed ids: an id is reused once its thread has ended.
+        Assert.True(ranOnPool);
+        Assert.NotSame(setter, ranOn);
 
         async Task WaitThenRecord()
         {
             await signal.WaitAsync().ConfigureAwait(false);
-            ranOn = Environment.CurrentManagedThreadId;
+            ranOn = Thread.CurrentThread;
+            ranOnPool = Thread.CurrentThread.IsThreadPoolThread;
         }
     }
 

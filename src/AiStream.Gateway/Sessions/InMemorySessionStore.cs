@@ -93,6 +93,9 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
     private readonly LinkedList<SessionEvent> _events = new();
     private readonly SessionProjection _projection = new();
     private readonly List<Subscriber> _subscribers = [];
+    // The subscribers as an array handed to the wake-ups after each append; rebuilt only when the set changes, so an
+    // append allocates no list per event. Null after any change to _subscribers.
+    private Subscriber[]? _wakeList;
     private readonly Dictionary<string, (long[] Seqs, DateTimeOffset At)> _idempotency = new(StringComparer.Ordinal);
     private long _head;
     private DateTimeOffset _lastActivity = time.GetUtcNow();
@@ -126,7 +129,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
     public AppendResult Append(IReadOnlyList<JsonObject> bodies, string? runId, string? idempotencyKey)
     {
         var appended = new SessionEvent[bodies.Count];
-        List<Subscriber>? wake;
+        Subscriber[]? wake;
         lock (_lock)
         {
             var now = time.GetUtcNow();
@@ -167,7 +170,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
     /// </summary>
     public void ApplyStored(IReadOnlyList<(SessionEvent Event, JsonObject Body)> events)
     {
-        List<Subscriber>? wake = null;
+        Subscriber[]? wake = null;
         lock (_lock)
         {
             var now = time.GetUtcNow();
@@ -250,6 +253,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
         {
             moved = [.. old._subscribers];
             old._subscribers.Clear();
+            old._wakeList = null;
         }
 
         lock (_lock)
@@ -266,6 +270,8 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
 
                 _subscribers.Add(subscriber);
             }
+
+            _wakeList = null;
         }
     }
 
@@ -278,6 +284,8 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
             {
                 _subscribers.AddRange(old._subscribers);
                 old._subscribers.Clear();
+                _wakeList = null;
+                old._wakeList = null;
             }
         }
     }
@@ -318,14 +326,14 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
     }
 
     /// <summary>Queues the events for every subscriber; returns the writers to wake once the lock is released.</summary>
-    private List<Subscriber>? PublishLocked(IReadOnlyList<SessionEvent> appended, DateTimeOffset now)
+    private Subscriber[]? PublishLocked(IReadOnlyList<SessionEvent> appended, DateTimeOffset now)
     {
         Trim(now);
 
         // Queue for every subscriber inside the lock so that each sees the log's order; queuing never blocks and
         // never touches a socket. Waking the writers (which write to sockets) waits until the lock is released.
         var closed = false;
-        var wake = _subscribers.Count == 0 ? null : new List<Subscriber>(_subscribers.Count);
+        var wake = _subscribers.Count == 0 ? null : _wakeList ??= [.. _subscribers];
         foreach (var subscriber in _subscribers)
         {
             foreach (var e in appended)
@@ -336,13 +344,13 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
                     break;
                 }
             }
-
-            wake!.Add(subscriber); // a closed one is woken too, so that its writer ends
         }
 
         if (closed)
         {
+            // The array returned still holds the closed ones: they are woken too, so that their writers end.
             _subscribers.RemoveAll(s => s.IsClosed);
+            _wakeList = null;
         }
 
         return wake;
@@ -354,6 +362,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
         {
             _lastActivity = time.GetUtcNow();
             _subscribers.Add(subscriber);
+            _wakeList = null;
             var first = _events.First?.Value.Seq ?? _head + 1;
             if (afterSeq is { } after && after >= first - 1 && after <= _head && _head - after <= options.MaxReplayEvents)
             {
@@ -379,6 +388,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
         lock (_lock)
         {
             _subscribers.Remove(subscriber);
+            _wakeList = null;
             _lastActivity = time.GetUtcNow();
         }
 

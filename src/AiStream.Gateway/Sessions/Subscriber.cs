@@ -236,20 +236,21 @@ internal static class SubscriberWakeups
     /// <summary>Writers per work item: about 30 socket sends, a fraction of a millisecond.</summary>
     public const int GroupSize = 32;
 
-    public static void Wake(List<Subscriber>? subscribers)
+    /// <summary>Wakes them; the array is not changed afterwards (the session hands out a fresh one when its set changes).</summary>
+    public static void Wake(Subscriber[]? subscribers)
     {
         if (subscribers is null)
         {
             return;
         }
 
-        for (var start = 0; start < subscribers.Count; start += GroupSize)
+        for (var start = 0; start < subscribers.Length; start += GroupSize)
         {
-            ThreadPool.UnsafeQueueUserWorkItem(new Group(subscribers, start, Math.Min(GroupSize, subscribers.Count - start)), preferLocal: false);
+            ThreadPool.UnsafeQueueUserWorkItem(new Group(subscribers, start, Math.Min(GroupSize, subscribers.Length - start)), preferLocal: false);
         }
     }
 
-    private sealed class Group(List<Subscriber> subscribers, int start, int count) : IThreadPoolWorkItem
+    private sealed class Group(Subscriber[] subscribers, int start, int count) : IThreadPoolWorkItem
     {
         public void Execute()
         {

@@ -146,9 +146,7 @@ public sealed class ClusterCommand : ScenarioCommand<ClusterSettings>
             {
                 var node = nodes[i % nodes.Length];
                 var group = onlyGroup ?? (node == nodes[0] ? "sameNode" : "crossNode");
-                return transport == "sse"
-                    ? (Watcher)new SseWatcher(http, FanoutRunner.SseUrl(node.BaseAddress, sessionId, after), group, capacity)
-                    : new HubWatcher(FanoutRunner.HubUrl(node.BaseAddress), sessionId, after, group, capacity);
+                return FanoutRunner.NewWatcher(transport, http, node.BaseAddress, sessionId, after, group, capacity);
             }).ToList();
             var probes = new List<CpuProbe> { new("gateway", () => nodes.Sum(n => ProcStats.CpuSeconds(n.ProcessId))) };
             if (redisServer is not null)

@@ -99,9 +99,7 @@ public sealed class ConnectionsCommand : ScenarioCommand<ConnectionsSettings>
 
                 var sessionId = FanoutRunner.NewSessionId("idle");
                 var after = await FanoutRunner.StartMessageAsync(http, baseAddress, sessionId, cancellationToken);
-                Watcher Create() => transport == "sse"
-                    ? new SseWatcher(http, FanoutRunner.SseUrl(baseAddress, sessionId, after), "all", 1)
-                    : new HubWatcher(FanoutRunner.HubUrl(baseAddress), sessionId, after, "all", 1);
+                Watcher Create() => FanoutRunner.NewWatcher(transport, http, baseAddress, sessionId, after, "all", 1);
 
                 var warm = Create();
                 await warm.ConnectAsync(cancellationToken);

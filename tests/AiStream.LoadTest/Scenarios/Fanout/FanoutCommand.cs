@@ -134,9 +134,7 @@ public sealed class FanoutCommand : ScenarioCommand<FanoutSettings>
                 var sessionId = FanoutRunner.NewSessionId("fanout");
                 var after = await FanoutRunner.StartMessageAsync(publishHttp, baseAddress, sessionId, cancellationToken);
                 var capacity = (rates.Length * maxEvents) + 1;
-                var watchers = Enumerable.Range(0, count).Select(_ => transport == "sse"
-                    ? (Watcher)new SseWatcher(http, FanoutRunner.SseUrl(baseAddress, sessionId, after), "all", capacity)
-                    : new HubWatcher(FanoutRunner.HubUrl(baseAddress), sessionId, after, "all", capacity)).ToList();
+                var watchers = Enumerable.Range(0, count).Select(_ => FanoutRunner.NewWatcher(transport, http, baseAddress, sessionId, after, "all", capacity)).ToList();
                 try
                 {
                     await ConnectAsync($"fanout {transport} connecting {count} watchers", watchers, cancellationToken);
@@ -167,9 +165,7 @@ public sealed class FanoutCommand : ScenarioCommand<FanoutSettings>
         {
             var sessionId = FanoutRunner.NewSessionId("warmup");
             var after = await FanoutRunner.StartMessageAsync(publishHttp, baseAddress, sessionId, cancellationToken);
-            var watchers = Enumerable.Range(0, Watchers).Select(_ => transport == "sse"
-                ? (Watcher)new SseWatcher(http, FanoutRunner.SseUrl(baseAddress, sessionId, after), "all", maxEvents + 1)
-                : new HubWatcher(FanoutRunner.HubUrl(baseAddress), sessionId, after, "all", maxEvents + 1)).ToList();
+            var watchers = Enumerable.Range(0, Watchers).Select(_ => FanoutRunner.NewWatcher(transport, http, baseAddress, sessionId, after, "all", maxEvents + 1)).ToList();
             try
             {
                 await ConnectAsync($"fanout {transport} warm-up connecting", watchers, cancellationToken);

@@ -49,6 +49,7 @@ internal sealed record ApiError(int Status, string Message, string Type, string?
         413 => "Request body too large",
         429 => "Too many requests",
         502 => "Upstream failed",
+        503 => "Service unavailable",
         504 => "Upstream timed out",
         _ => "Error",
     };

@@ -7,6 +7,8 @@ using AiStream.Gateway.Scaleout;
 using AiStream.Gateway.Sessions;
 using AiStream.Gateway.Transports;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.HostFiltering;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
@@ -29,7 +31,7 @@ internal static class AiStreamHosting
         services.AddAiStreamScaleout(builder.Configuration);
         services.AddAiStreamSessions();
         services.AddAiStreamPresence();
-        services.AddAiStreamTransports();
+        services.AddAiStreamTransports(builder.Configuration);
         return builder;
     }
 
@@ -102,10 +104,25 @@ internal static class AiStreamHosting
         return services;
     }
 
-    private static IServiceCollection AddAiStreamTransports(this IServiceCollection services)
+    private static IServiceCollection AddAiStreamTransports(this IServiceCollection services, ConfigurationManager configuration)
     {
         services.AddOptions<TransportsOptions>().BindConfiguration(TransportsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
         services.TryAddSingleton<HubSubscriptions>();
+        services.TryAddSingleton<SessionSseWatch>();
+        services.TryAddSingleton<WatchTicker>();
+        services.TryAddSingleton<LeanSseConnections>();
+        // Kestrel's limits (Kestrel:Limits:*) from configuration; the host binds only its endpoints by itself.
+        services.Configure<KestrelServerOptions>(configuration.GetSection("Kestrel"));
+        services.AddOptions<KestrelServerOptions>()
+            .Configure<IOptions<TransportsOptions>, IOptions<HostFilteringOptions>, IServiceProvider>((kestrel, transports, hosts, provider) =>
+            {
+                // Host filtering is middleware the lean path does not pass through, so a host allow-list turns it off.
+                var anyHost = hosts.Value.AllowedHosts.Count == 0 || hosts.Value.AllowedHosts.Contains("*");
+                if (transports.Value.LeanSseConnections && anyHost)
+                {
+                    kestrel.ConfigureEndpointDefaults(listen => listen.Use(next => provider.GetRequiredService<LeanSseConnections>().Wrap(next, kestrel)));
+                }
+            });
         services.AddSignalR(options => options.StatefulReconnectBufferSize = 1024 * 1024);
         services.AddOptions<Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets.SocketTransportOptions>()
             .Configure<IOptions<TransportsOptions>>((sockets, transports) =>

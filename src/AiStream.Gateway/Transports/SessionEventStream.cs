@@ -27,6 +27,7 @@ internal static class SessionEventStream
             writer.Write((project?.Invoke(e) ?? e).SseFrame);
         }
 
+        first = []; // written: this frame lives as long as the watch and must not hold the catch-up events
         await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
         var batch = new List<SessionEvent>(); // grows to the largest drain; an idle watcher holds none
         while (true)

@@ -144,7 +144,7 @@ internal sealed class RawEventConverter : JsonConverter<RawEvent>
 /// A slow connection only ever slows its own pump.
 /// </summary>
 internal sealed class HubSubscriptions(
-    ISessionStore store, IPresenceStore presence, IHubContext<SessionHub> hub, IOptions<SessionsOptions> options, TimeProvider time,
+    ISessionStore store, IPresenceStore presence, IHubContext<SessionHub> hub, IOptions<SessionsOptions> options, WatchTicker ticker,
     ILogger<SessionSubscriberLog> logger)
 {
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, Pump>> _connections = new(StringComparer.Ordinal);
@@ -159,7 +159,7 @@ internal sealed class HubSubscriptions(
         _connections.GetOrAdd(connectionId, _ => new(StringComparer.Ordinal))[sessionId] = pump;
         // Joining makes the member present; SignalR's own keep-alive ends a dead connection, which ends the join.
         await presence.ConnectAsync(sessionId, identity, connectionId);
-        pump.Renewal = time.CreateTimer(_ => presence.Renew(sessionId, identity.Id, connectionId), null, presence.RenewInterval, presence.RenewInterval);
+        pump.Renewal = ticker.Add(null, sessionId, identity.Id, connectionId);
         pump.Task = Task.Run(() => PumpAsync(connectionId, sessionId, pump, first.Events), CancellationToken.None);
         return new JoinResult(sessionId, first.HeadSeq, first.IsSnapshot);
     }
@@ -186,7 +186,10 @@ internal sealed class HubSubscriptions(
     private async Task StopAsync(string connectionId, string sessionId, Pump pump, bool presenceToo)
     {
         store.Unsubscribe(sessionId, pump.Subscriber);
-        pump.Renewal?.Dispose();
+        if (pump.Renewal is { } renewal)
+        {
+            ticker.Remove(renewal);
+        }
         if (presenceToo)
         {
             await presence.DisconnectAsync(sessionId, pump.Identity.Id, connectionId);
@@ -203,6 +206,7 @@ internal sealed class HubSubscriptions(
                 await client.SendAsync("Event", sessionId, new RawEvent(e.Json));
             }
 
+            first = []; // sent: the pump lives as long as the join and must not hold the catch-up events
             var batch = new List<SessionEvent>(); // grows to the largest drain; an idle watcher holds none
             while (true)
             {
@@ -244,6 +248,6 @@ internal sealed class HubSubscriptions(
         public Subscriber Subscriber { get; } = subscriber;
         public MemberIdentity Identity { get; } = identity;
         public Task? Task { get; set; }
-        public ITimer? Renewal { get; set; }
+        public WatchTicker.Entry? Renewal { get; set; }
     }
 }

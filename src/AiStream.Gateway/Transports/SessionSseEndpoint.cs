@@ -1,4 +1,7 @@
+using System.Buffers;
 using System.Globalization;
+using System.IO.Pipelines;
+using AiStream.Gateway.Completions;
 using AiStream.Gateway.Presence;
 using AiStream.Gateway.Sessions;
 using Microsoft.AspNetCore.Http.Features;
@@ -7,7 +10,7 @@ using Microsoft.Extensions.Options;
 namespace AiStream.Gateway.Transports;
 
 /// <summary><c>GET /api/sessions/{id}/events</c>: the session log as Server-Sent Events, resumable with Last-Event-ID.</summary>
-internal static partial class SessionSseEndpoint
+internal static class SessionSseEndpoint
 {
     public static IEndpointRouteBuilder MapSessionSse(this IEndpointRouteBuilder app)
     {
@@ -15,19 +18,52 @@ internal static partial class SessionSseEndpoint
         return app;
     }
 
-    private static async Task<IResult> WatchAsync(
-        HttpContext context,
-        string sessionId,
-        ISessionStore store,
-        IPresenceStore presence,
-        IOptions<SessionsOptions> sessionOptions,
-        IOptions<TransportsOptions> transportOptions,
-        TimeProvider time,
-        ILogger<SessionSubscriberLog> logger)
+    private static async Task<IResult> WatchAsync(HttpContext context, string sessionId, SessionSseWatch watch, ILogger<SessionSubscriberLog> logger)
+    {
+        var (request, error) = SessionSseWatch.Prepare(context, sessionId);
+        if (request is not { } watchRequest)
+        {
+            return error!.ToResult();
+        }
+
+        context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        if (await watch.RunAsync(watchRequest, context.Response.BodyWriter, default, context.TraceIdentifier, context.RequestAborted) is { } failure)
+        {
+            // Nothing was written yet.
+            SessionSubscriberLog.StartFailed(logger, sessionId, failure);
+            return SessionSseWatch.Unavailable.ToResult();
+        }
+
+        return Results.Empty;
+    }
+}
+
+/// <summary>
+/// One SSE watch of a session: the checks and response headers (<see cref="Prepare"/>), then the stream itself
+/// (<see cref="RunAsync"/>). Shared by the endpoint and by <see cref="LeanSseConnections"/>, so both paths write the
+/// same headers and the same bytes.
+/// </summary>
+internal sealed class SessionSseWatch(
+    ISessionStore store,
+    IPresenceStore presence,
+    IOptions<SessionsOptions> sessionOptions,
+    IOptions<TransportsOptions> transportOptions,
+    WatchTicker ticker,
+    ILogger<SessionSubscriberLog> logger)
+{
+    /// <summary>The answer when the session store cannot take a watcher (Redis unreachable and nothing to fall back on).</summary>
+    public static readonly ApiError Unavailable = new(StatusCodes.Status503ServiceUnavailable,
+        "The session store is unavailable; retry shortly.", "server_error", "session_store_unavailable");
+
+    /// <summary>A checked watch request.</summary>
+    public readonly record struct Request(string SessionId, long? After, MemberIdentity Identity);
+
+    /// <summary>Checks the request; when it is valid, sets the response headers of the stream.</summary>
+    public static (Request? Request, ApiError? Error) Prepare(HttpContext context, string sessionId)
     {
         if (SessionsEndpoints.CheckSessionId(sessionId) is { } idError)
         {
-            return idError.ToResult();
+            return (null, idError);
         }
 
         // Last-Event-ID (what EventSource sends on reconnect) wins over ?after=.
@@ -42,7 +78,7 @@ internal static partial class SessionSseEndpoint
         {
             if (!long.TryParse(position, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed))
             {
-                return Completions.ApiError.BadRequest("Last-Event-ID / after must be a non-negative integer position.", "after", "invalid_position").ToResult();
+                return (null, ApiError.BadRequest("Last-Event-ID / after must be a non-negative integer position.", "after", "invalid_position"));
             }
 
             after = parsed;
@@ -51,33 +87,60 @@ internal static partial class SessionSseEndpoint
         var (identity, identityError) = ClientIdentity.FromRequest(context);
         if (identity is null)
         {
-            return Completions.ApiError.BadRequest(identityError!, "clientId", "invalid_identity").ToResult();
+            return (null, ApiError.BadRequest(identityError!, "clientId", "invalid_identity"));
         }
 
-        var cancellationToken = context.RequestAborted;
         var response = context.Response;
         response.Headers["X-AiStream-Client-Id"] = identity.Id;
         response.ContentType = "text/event-stream; charset=utf-8";
         response.Headers.CacheControl = "no-cache";
         response.Headers["X-Accel-Buffering"] = "no";
-        context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        return (new Request(sessionId, after, identity), null);
+    }
 
+    /// <summary>
+    /// Streams the session to <paramref name="writer"/> until the watcher leaves or is dropped. The
+    /// <paramref name="preamble"/> (the lean path's response head) goes first, once the subscription stands. A failure
+    /// to subscribe is returned, not thrown, with nothing written, so each caller can answer it in its own way.
+    /// </summary>
+    public async Task<Exception?> RunAsync(Request request, PipeWriter writer, ReadOnlyMemory<byte> preamble, string connectionId, CancellationToken cancellationToken)
+    {
+        var (sessionId, after, identity) = request;
         var options = sessionOptions.Value;
         var subscriber = new Subscriber(options.CoalesceThreshold, options.SubscriberHardLimit);
-        var writer = response.BodyWriter;
-        var first = await store.SubscribeAsync(sessionId, after, subscriber, cancellationToken);
-        SessionSubscriberLog.Joined(logger, sessionId, after ?? -1, first.HeadSeq, first.IsSnapshot);
-        var heartbeat = TimeSpan.FromSeconds(transportOptions.Value.SseHeartbeatSeconds);
-        using var heartbeats = time.CreateTimer(static s => ((Subscriber)s!).RequestHeartbeat(), subscriber, heartbeat, heartbeat);
-        using var registration = cancellationToken.Register(static s => ((Subscriber)s!).Close(), subscriber);
-        // Watching makes the client present; the connection is renewed while it stays open.
-        var connectionId = context.TraceIdentifier;
-        await presence.ConnectAsync(sessionId, identity, connectionId);
-        using var renewal = time.CreateTimer(_ => presence.Renew(sessionId, identity.Id, connectionId), null, presence.RenewInterval, presence.RenewInterval);
+        SubscribeResult? first;
         try
         {
+            first = await store.SubscribeAsync(sessionId, after, subscriber, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            return e;
+        }
+
+        SessionSubscriberLog.Joined(logger, sessionId, after ?? -1, first.HeadSeq, first.IsSnapshot);
+        using var registration = cancellationToken.Register(static s => ((Subscriber)s!).Close(), subscriber);
+        // Watching makes the client present; the ticker renews the connection and sends heartbeats while it stays open.
+        try
+        {
+            await presence.ConnectAsync(sessionId, identity, connectionId);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            store.Unsubscribe(sessionId, subscriber);
+            return e;
+        }
+
+        var ticking = ticker.Add(subscriber, sessionId, identity.Id, connectionId);
+        try
+        {
+            writer.Write(preamble.Span);
+            preamble = default;
             SessionFrames.WriteRetry(writer, transportOptions.Value.SseRetryMilliseconds);
-            await SessionEventStream.WriteAsync(writer, first.Events, subscriber, null, null, cancellationToken);
+            var writing = SessionEventStream.WriteAsync(writer, first.Events, subscriber, null, null, cancellationToken);
+            // The catch-up events (a snapshot can be large) are written by now; the watch must not keep them alive.
+            first = null;
+            await writing;
 
             if (subscriber.CloseReason is { } reason && !cancellationToken.IsCancellationRequested)
             {
@@ -92,11 +155,12 @@ internal static partial class SessionSseEndpoint
         }
         finally
         {
+            ticker.Remove(ticking);
             store.Unsubscribe(sessionId, subscriber);
             await presence.DisconnectAsync(sessionId, identity.Id, connectionId);
         }
 
-        return Results.Empty;
+        return null;
     }
 }
 
@@ -108,4 +172,7 @@ internal sealed partial class SessionSubscriberLog
 
     [LoggerMessage(EventId = 5002, Level = LogLevel.Warning, Message = "Watcher of session {SessionId} dropped: {Reason}")]
     public static partial void Dropped(ILogger logger, string sessionId, string reason);
+
+    [LoggerMessage(EventId = 5003, Level = LogLevel.Error, Message = "Watch of session {SessionId} could not start")]
+    public static partial void StartFailed(ILogger logger, string sessionId, Exception exception);
 }

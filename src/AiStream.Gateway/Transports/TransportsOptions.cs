@@ -26,6 +26,12 @@ public sealed class TransportsOptions
     /// </summary>
     public bool EventLoopIo { get; set; } = true;
 
+    /// <summary>
+    /// Serve plain HTTP/1.1 SSE watches at the connection level (see <c>LeanSseConnections</c>): about a third of the
+    /// memory per idle watcher, same events. Off only when <c>AllowedHosts</c> restricts hosts. Default true; read at start.
+    /// </summary>
+    public bool LeanSseConnections { get; set; } = true;
+
     /// <summary>The <c>retry:</c> hint sent to EventSource clients, in milliseconds. Default 2000.</summary>
     [Range(0, 600_000)]
     public int SseRetryMilliseconds { get; set; } = 2_000;

@@ -1,0 +1,259 @@
+using System.Buffers;
+using System.Text;
+
+namespace AiStream.Gateway.Transports;
+
+/// <summary>
+/// The request head of a plain HTTP/1.1 SSE watch, <c>GET /api/sessions/{id}/events</c>, read strictly for
+/// <see cref="LeanSseConnections"/>. Hand-written because Kestrel's parser is internal to it; it only has to recognise
+/// the one request it serves, so anything it does not fully understand (another path or method, HTTP/1.0, a
+/// percent-encoded path, a body, <c>Upgrade</c>, <c>Expect</c>, folded or non-ASCII header lines, a head larger than
+/// <see cref="MaxLength"/>) is <see cref="ParseStatus.NotOurs"/> and goes to Kestrel unchanged.
+/// </summary>
+internal sealed class SseRequestHead
+{
+    /// <summary>Longest head read here; a larger one goes to Kestrel, whose own limits apply.</summary>
+    public const int MaxLength = 8 * 1024;
+
+    private const int MaxHeaders = 64;
+    private static ReadOnlySpan<byte> Prefix => "GET /api/sessions/"u8;
+    private static ReadOnlySpan<byte> Suffix => "/events"u8;
+    private static ReadOnlySpan<byte> Version => " HTTP/1.1\r\n"u8;
+
+    private SseRequestHead(string sessionId, string path, string query, List<KeyValuePair<string, string>> headers, int length)
+    {
+        SessionId = sessionId;
+        Path = path;
+        Query = query;
+        Headers = headers;
+        Length = length;
+    }
+
+    /// <summary>Outcome of <see cref="TryParse"/>.</summary>
+    public enum ParseStatus
+    {
+        /// <summary>The bytes so far start a watch request whose head has not ended yet.</summary>
+        Incomplete,
+
+        /// <summary>A complete watch request head.</summary>
+        Parsed,
+
+        /// <summary>Anything else: Kestrel's to handle.</summary>
+        NotOurs,
+    }
+
+    /// <summary>The session id from the path (the id pattern only, so no decoding applies).</summary>
+    public string SessionId { get; }
+
+    /// <summary>The request path.</summary>
+    public string Path { get; }
+
+    /// <summary>The query string with its leading <c>?</c>, or empty.</summary>
+    public string Query { get; }
+
+    /// <summary>The header fields in order.</summary>
+    public List<KeyValuePair<string, string>> Headers { get; }
+
+    /// <summary>Bytes of the head, up to and including the empty line.</summary>
+    public int Length { get; }
+
+    /// <summary>Reads a request head from the start of <paramref name="buffer"/>.</summary>
+    public static ParseStatus TryParse(in ReadOnlySequence<byte> buffer, out SseRequestHead? head)
+    {
+        head = null;
+        var length = (int)Math.Min(buffer.Length, MaxLength);
+        ReadOnlySpan<byte> data;
+        byte[]? rented = null;
+        if (buffer.IsSingleSegment || buffer.FirstSpan.Length >= length)
+        {
+            data = buffer.FirstSpan[..length];
+        }
+        else
+        {
+            rented = ArrayPool<byte>.Shared.Rent(length);
+            buffer.Slice(0, length).CopyTo(rented);
+            data = rented.AsSpan(0, length);
+        }
+
+        try
+        {
+            return Parse(data, buffer.Length > MaxLength, out head);
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<byte>.Shared.Return(rented);
+            }
+        }
+    }
+
+    private static ParseStatus Parse(ReadOnlySpan<byte> data, bool truncated, out SseRequestHead? head)
+    {
+        head = null;
+        var prefix = Prefix;
+        if (data.Length < prefix.Length)
+        {
+            return prefix.StartsWith(data) ? ParseStatus.Incomplete : ParseStatus.NotOurs;
+        }
+
+        if (!data.StartsWith(prefix))
+        {
+            return ParseStatus.NotOurs;
+        }
+
+        var end = data.IndexOf("\r\n\r\n"u8);
+        if (end < 0)
+        {
+            // Still arriving, unless it is already longer than the heads read here.
+            return truncated || data.Length >= MaxLength ? ParseStatus.NotOurs : ParseStatus.Incomplete;
+        }
+
+        var lineEnd = data.IndexOf("\r\n"u8);
+        var requestLine = data[..(lineEnd + 2)];
+        if (!requestLine.EndsWith(Version))
+        {
+            return ParseStatus.NotOurs;
+        }
+
+        // "GET " + target + " HTTP/1.1\r\n"
+        var target = requestLine[4..^Version.Length];
+        var question = target.IndexOf((byte)'?');
+        var path = question < 0 ? target : target[..question];
+        var query = question < 0 ? [] : target[question..];
+        var idBytes = path[(prefix.Length - 4)..];
+        if (!idBytes.EndsWith(Suffix))
+        {
+            return ParseStatus.NotOurs;
+        }
+
+        idBytes = idBytes[..^Suffix.Length];
+        if (idBytes.Length is 0 or > 128 || !IsSessionId(idBytes) || !IsQuery(query))
+        {
+            return ParseStatus.NotOurs;
+        }
+
+        var headers = new List<KeyValuePair<string, string>>();
+        var hosts = 0;
+        var rest = data[(lineEnd + 2)..(end + 2)];
+        while (rest.Length > 0)
+        {
+            var next = rest.IndexOf("\r\n"u8);
+            var line = rest[..next];
+            rest = rest[(next + 2)..];
+            var colon = line.IndexOf((byte)':');
+            if (colon <= 0 || headers.Count == MaxHeaders || !IsToken(line[..colon]))
+            {
+                return ParseStatus.NotOurs;
+            }
+
+            var value = line[(colon + 1)..].Trim(" \t"u8);
+            if (!IsFieldValue(value))
+            {
+                return ParseStatus.NotOurs;
+            }
+
+            var name = Encoding.ASCII.GetString(line[..colon]);
+            var text = Encoding.ASCII.GetString(value);
+            if (Is(name, "Transfer-Encoding") || Is(name, "Upgrade") || Is(name, "Expect")
+                || (Is(name, "Content-Length") && text != "0"))
+            {
+                return ParseStatus.NotOurs;
+            }
+
+            if (Is(name, "Host") && (++hosts > 1 || !IsHost(value)))
+            {
+                return ParseStatus.NotOurs;
+            }
+
+            headers.Add(new(name, text));
+        }
+
+        if (hosts != 1)
+        {
+            return ParseStatus.NotOurs;
+        }
+
+        head = new SseRequestHead(
+            Encoding.ASCII.GetString(idBytes),
+            Encoding.ASCII.GetString(path),
+            Encoding.ASCII.GetString(query),
+            headers,
+            end + 4);
+        return ParseStatus.Parsed;
+    }
+
+    private static bool Is(string name, string expected) => string.Equals(name, expected, StringComparison.OrdinalIgnoreCase);
+
+    // The session id pattern of SessionsEndpoints: letters, digits and . _ : -
+    private static bool IsSessionId(ReadOnlySpan<byte> id)
+    {
+        foreach (var b in id)
+        {
+            if (!(char.IsAsciiLetterOrDigit((char)b) || b is (byte)'.' or (byte)'_' or (byte)':' or (byte)'-'))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    // Visible ASCII without '#'; percent-encoding is decoded by the query parser.
+    private static bool IsQuery(ReadOnlySpan<byte> query)
+    {
+        foreach (var b in query)
+        {
+            if (b is <= 0x20 or >= 0x7F or (byte)'#')
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static bool IsToken(ReadOnlySpan<byte> name)
+    {
+        foreach (var b in name)
+        {
+            if (!(char.IsAsciiLetterOrDigit((char)b) || "!#$%&'*+-.^_`|~"u8.Contains(b)))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static bool IsFieldValue(ReadOnlySpan<byte> value)
+    {
+        foreach (var b in value)
+        {
+            if (b is < 0x20 and not (byte)'\t' or >= 0x7F)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static bool IsHost(ReadOnlySpan<byte> host)
+    {
+        if (host.Length == 0)
+        {
+            return false;
+        }
+
+        foreach (var b in host)
+        {
+            if (!(char.IsAsciiLetterOrDigit((char)b) || b is (byte)'.' or (byte)'-' or (byte)':' or (byte)'[' or (byte)']'))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+}

@@ -1,0 +1,304 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using AiStream.IntegrationTests.Infrastructure;
+
+namespace AiStream.IntegrationTests.Transports;
+
+/// <summary>
+/// The lean SSE path (AiStream:Transports:LeanSseConnections) on a real Kestrel: a connection whose first request is
+/// a plain HTTP/1.1 watch is served at the connection level with the endpoint's stream, and everything else still
+/// reaches the HTTP pipeline unchanged.
+/// </summary>
+public sealed class LeanSseConnectionTests : IAsyncLifetime
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
+    private GatewayProcess _gateway = null!;
+
+    public async Task InitializeAsync() => _gateway = await GatewayProcess.StartAsync(new Dictionary<string, string?>
+    {
+        ["AiStream:DefaultModel"] = "sim",
+        ["AiStream:Presence:LeaveGraceSeconds"] = "0",
+        // A connection that never sends a request is closed quickly (Kestrel's limits, applied after the lean path waited as long).
+        ["Kestrel:Limits:RequestHeadersTimeout"] = "00:00:02",
+        ["Kestrel:Limits:KeepAliveTimeout"] = "00:00:02",
+    });
+
+    public async Task DisposeAsync() => await _gateway.DisposeAsync();
+
+    [Fact]
+    public async Task FirstRequestWatch_IsServedLean_WithTheSameEventsAsTheEndpointOnAKeptAliveConnection()
+    {
+        var session = NewSession();
+        await PublishAsync(session, "before", 0);
+
+        // Lean: a fresh connection whose first request is the watch.
+        using var leanHandler = new SocketsHttpHandler();
+        using var leanClient = new HttpClient(leanHandler) { BaseAddress = _gateway.BaseAddress };
+        using var lean = await leanClient.GetAsync($"api/sessions/{session}/events?clientId=lean", HttpCompletionOption.ResponseHeadersRead);
+
+        // Endpoint: the same watch as the second request of a kept-alive connection.
+        using var pipelineHandler = new SocketsHttpHandler { MaxConnectionsPerServer = 1 };
+        using var pipelineClient = new HttpClient(pipelineHandler) { BaseAddress = _gateway.BaseAddress };
+        (await pipelineClient.GetAsync("healthz")).EnsureSuccessStatusCode();
+        using var pipeline = await pipelineClient.GetAsync($"api/sessions/{session}/events?clientId=lean", HttpCompletionOption.ResponseHeadersRead);
+
+        Assert.Equal(HttpStatusCode.OK, lean.StatusCode);
+        Assert.True(lean.Headers.ConnectionClose);
+        Assert.NotEqual(true, lean.Headers.TransferEncodingChunked);
+        Assert.Equal(HttpStatusCode.OK, pipeline.StatusCode);
+        Assert.True(pipeline.Headers.TransferEncodingChunked);
+        Assert.NotEqual(true, pipeline.Headers.ConnectionClose);
+        foreach (var response in new[] { lean, pipeline })
+        {
+            Assert.Equal("text/event-stream; charset=utf-8", response.Content.Headers.ContentType!.ToString());
+            Assert.Equal("no-cache", response.Headers.CacheControl!.ToString());
+            Assert.Equal("no", Assert.Single(response.Headers.GetValues("X-Accel-Buffering")));
+            Assert.Equal("lean", Assert.Single(response.Headers.GetValues("X-AiStream-Client-Id")));
+        }
+
+        using var leanReader = new SseReader(await lean.Content.ReadAsStreamAsync());
+        using var pipelineReader = new SseReader(await pipeline.Content.ReadAsStreamAsync());
+        for (var i = 1; i <= 5; i++)
+        {
+            await PublishAsync(session, "e" + i, i);
+        }
+
+        var leanEvents = await ReadUntilAsync(leanReader, "\"name\":\"e5\"");
+        var pipelineEvents = await ReadUntilAsync(pipelineReader, "\"name\":\"e5\"");
+        Assert.Equal(["retry: 2000"], leanEvents[0]);
+        Assert.Equal(["retry: 2000"], pipelineEvents[0]);
+        // Each starts with its own snapshot (taken when it joined); from the first live event on, the bytes are the same.
+        static List<List<string>> Live(List<List<string>> events) =>
+            events.SkipWhile(e => !string.Join("\n", e).Contains("\"name\":\"e1\"", StringComparison.Ordinal)).ToList();
+        Assert.Equal(Live(pipelineEvents), Live(leanEvents));
+        var customs = leanEvents.Select(e => string.Join("\n", e)).Where(e => e.Contains("\"name\":\"e", StringComparison.Ordinal)).ToList();
+        Assert.Equal(5, customs.Count);
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.Contains($"\"name\":\"e{i + 1}\"", customs[i], StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public async Task LeanWatch_ResumesAfterLastEventId_AndGivesAnAnonymousClientItsCookie()
+    {
+        var session = NewSession();
+        for (var i = 0; i < 4; i++)
+        {
+            await PublishAsync(session, "e" + i, i);
+        }
+
+        using var raw = await RawConnection.OpenAsync(_gateway.Port);
+        await raw.SendAsync($"GET /api/sessions/{session}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 2\r\n\r\n");
+        var head = await raw.ReadHeadAsync();
+        Assert.StartsWith("HTTP/1.1 200 OK\r\n", head, StringComparison.Ordinal);
+        Assert.Contains("\r\nConnection: close\r\n", head, StringComparison.Ordinal);
+        Assert.Matches("\r\nSet-Cookie: aistream_cid=anon-[0-9a-f]{12}; path=/; samesite=lax; httponly\r\n", head);
+        Assert.Matches("\r\nX-AiStream-Client-Id: anon-[0-9a-f]{12}\r\n", head);
+
+        using var reader = new SseReader(raw.Body);
+        var events = await ReadUntilAsync(reader, "\"name\":\"e3\"");
+        var ids = events.Skip(1).Select(e => e.First(l => l.StartsWith("id: ", StringComparison.Ordinal))).ToList();
+        // e0..e3 are at positions 1..4: only what follows Last-Event-ID 2 comes, no snapshot and nothing twice.
+        Assert.Equal(["id: 3", "id: 4"], ids);
+    }
+
+    [Fact]
+    public async Task RequestArrivingInPieces_IsStillServed()
+    {
+        var session = NewSession();
+        using var raw = await RawConnection.OpenAsync(_gateway.Port);
+        await raw.SendAsync($"GET /api/sessions/{session}/ev");
+        await Task.Delay(300);
+        await raw.SendAsync("ents?clientId=slow HTTP/1.1\r\nHo");
+        await Task.Delay(300);
+        await raw.SendAsync("st: 127.0.0.1\r\n\r\n");
+        var head = await raw.ReadHeadAsync();
+        Assert.StartsWith("HTTP/1.1 200 OK\r\n", head, StringComparison.Ordinal);
+        Assert.Contains("\r\nConnection: close\r\n", head, StringComparison.Ordinal);
+        using var reader = new SseReader(raw.Body);
+        await ReadUntilAsync(reader, "presence.join");
+    }
+
+    [Theory]
+    [InlineData("GET /api/sessions/bad%20id/events HTTP/1.1", "invalid_session_id")]
+    [InlineData("GET /api/sessions/s1/events?after=x HTTP/1.1", "invalid_position")]
+    [InlineData("GET /api/sessions/s1/events?clientId=%3Cscript%3E HTTP/1.1", "invalid_identity")]
+    public async Task InvalidWatch_GoesToThePipeline_AndGetsItsProblemDetails(string requestLine, string code)
+    {
+        using var raw = await RawConnection.OpenAsync(_gateway.Port);
+        await raw.SendAsync(requestLine + "\r\nHost: 127.0.0.1\r\n\r\n");
+        var head = await raw.ReadHeadAsync();
+        Assert.StartsWith("HTTP/1.1 400 Bad Request\r\n", head, StringComparison.Ordinal);
+        Assert.Contains("\r\nContent-Type: application/problem+json\r\n", head, StringComparison.Ordinal);
+        Assert.Contains($"\"code\":\"{code}\"", await raw.ReadChunkedBodyAsync(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("HTTP/1.0 watch", "GET /api/sessions/{0}/events?clientId=old HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")]
+    [InlineData("no Host", "GET /api/sessions/{0}/events?clientId=nohost HTTP/1.1\r\n\r\n")]
+    [InlineData("a body", "GET /api/sessions/{0}/events?clientId=body HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{{}}")]
+    [InlineData("folded header", "GET /api/sessions/{0}/events?clientId=fold HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\r\n 2\r\n\r\n")]
+    public async Task RequestTheLeanPathDoesNotFullyUnderstand_IsLeftToKestrel(string what, string request)
+    {
+        using var raw = await RawConnection.OpenAsync(_gateway.Port);
+        await raw.SendAsync(string.Format(System.Globalization.CultureInfo.InvariantCulture, request, NewSession()));
+        var head = await raw.ReadHeadAsync();
+        // Kestrel's HTTP layer names itself; the lean path does not.
+        Assert.True(head.Contains("\r\nServer: Kestrel\r\n", StringComparison.Ordinal), what + ": not answered by Kestrel's HTTP layer: " + head);
+    }
+
+    [Fact]
+    public async Task ClosingALeanWatch_EndsItsPresence()
+    {
+        var session = NewSession();
+        using var observerClient = _gateway.CreateClient();
+        using var observer = await observerClient.GetAsync($"api/sessions/{session}/events?clientId=observer", HttpCompletionOption.ResponseHeadersRead);
+        using var reader = new SseReader(await observer.Content.ReadAsStreamAsync());
+        await ReadUntilAsync(reader, "\"id\":\"observer\"");
+
+        var raw = await RawConnection.OpenAsync(_gateway.Port);
+        await raw.SendAsync($"GET /api/sessions/{session}/events?clientId=leaver HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+        Assert.StartsWith("HTTP/1.1 200 OK", await raw.ReadHeadAsync(), StringComparison.Ordinal);
+        var joined = await ReadUntilAsync(reader, "\"id\":\"leaver\"");
+        Assert.Contains("presence.join", string.Join("\n", joined[^1]), StringComparison.Ordinal);
+
+        raw.Dispose();
+        var left = await ReadUntilAsync(reader, "\"id\":\"leaver\"");
+        Assert.Contains("presence.leave", string.Join("\n", left[^1]), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ConnectionThatSendsNothing_IsClosedByTheServer()
+    {
+        using var raw = await RawConnection.OpenAsync(_gateway.Port);
+        // Lean path's wait (2 s) + Kestrel's keep-alive wait (2 s) + its 1 s heartbeat, with room for a slow machine.
+        var read = await raw.Body.ReadAsync(new byte[16]).AsTask().WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(0, read);
+    }
+
+    [Fact]
+    public async Task OtherRequests_StillWork_OnTheSameListener()
+    {
+        using var http = _gateway.CreateClient();
+        (await http.GetAsync("healthz")).EnsureSuccessStatusCode();
+        var session = NewSession();
+        using var publish = await http.PostAsJsonAsync($"api/sessions/{session}/events", new JsonObject { ["type"] = "CUSTOM", ["name"] = "x", ["value"] = 1 });
+        publish.EnsureSuccessStatusCode();
+        using var info = await http.GetAsync($"api/sessions/{session}");
+        Assert.Equal(HttpStatusCode.OK, info.StatusCode);
+    }
+
+    [Fact]
+    public async Task WithTheLeanPathOff_WatchesGoThroughThePipeline()
+    {
+        await using var gateway = await GatewayProcess.StartAsync(new Dictionary<string, string?>
+        {
+            ["AiStream:DefaultModel"] = "sim",
+            ["AiStream:Transports:LeanSseConnections"] = "false",
+        });
+        using var http = gateway.CreateClient();
+        using var response = await http.GetAsync($"api/sessions/{NewSession()}/events?clientId=off", HttpCompletionOption.ResponseHeadersRead);
+        Assert.True(response.Headers.TransferEncodingChunked);
+        Assert.NotEqual(true, response.Headers.ConnectionClose);
+        using var reader = new SseReader(await response.Content.ReadAsStreamAsync());
+        await ReadUntilAsync(reader, "presence.join");
+    }
+
+    private static string NewSession() => "lean-" + Guid.NewGuid().ToString("N")[..10];
+
+    private async Task PublishAsync(string session, string name, int value)
+    {
+        using var http = _gateway.CreateClient();
+        using var response = await http.PostAsJsonAsync($"api/sessions/{session}/events", new JsonObject { ["type"] = "CUSTOM", ["name"] = name, ["value"] = value });
+        response.EnsureSuccessStatusCode();
+    }
+
+    /// <summary>Events up to and including the first whose text contains <paramref name="marker"/>.</summary>
+    private static async Task<List<List<string>>> ReadUntilAsync(SseReader reader, string marker)
+    {
+        var events = new List<List<string>>();
+        while (true)
+        {
+            var next = await reader.NextEventAsync().WaitAsync(Patience) ?? throw new Xunit.Sdk.XunitException($"the stream ended before {marker}");
+            events.Add(next);
+            if (string.Join("\n", next).Contains(marker, StringComparison.Ordinal))
+            {
+                return events;
+            }
+        }
+    }
+
+    /// <summary>A plain TCP connection to write exact request bytes and read the response head.</summary>
+    private sealed class RawConnection : IDisposable
+    {
+        private readonly TcpClient _client;
+
+        private RawConnection(TcpClient client)
+        {
+            _client = client;
+            Body = client.GetStream();
+        }
+
+        public Stream Body { get; }
+
+        public static async Task<RawConnection> OpenAsync(int port)
+        {
+            var client = new TcpClient();
+            await client.ConnectAsync(IPAddress.Loopback, port);
+            return new RawConnection(client);
+        }
+
+        public Task SendAsync(string text) => Body.WriteAsync(Encoding.ASCII.GetBytes(text)).AsTask();
+
+        /// <summary>Reads byte by byte up to the blank line, so the body stays unread in the stream.</summary>
+        public async Task<string> ReadHeadAsync()
+        {
+            var head = new StringBuilder();
+            var one = new byte[1];
+            while (!head.ToString().EndsWith("\r\n\r\n", StringComparison.Ordinal))
+            {
+                if (await Body.ReadAsync(one).AsTask().WaitAsync(Patience) == 0)
+                {
+                    throw new Xunit.Sdk.XunitException("connection closed in the response head: " + head);
+                }
+
+                head.Append((char)one[0]);
+            }
+
+            return head.ToString();
+        }
+
+        /// <summary>Reads a chunked body to its end.</summary>
+        public async Task<string> ReadChunkedBodyAsync()
+        {
+            var body = new StringBuilder();
+            using var reader = new StreamReader(Body, Encoding.UTF8, false, 1024, leaveOpen: true);
+            while (await reader.ReadLineAsync().WaitAsync(Patience) is { } sizeLine)
+            {
+                var size = Convert.ToInt32(sizeLine.Trim(), 16);
+                if (size == 0)
+                {
+                    break;
+                }
+
+                var chunk = new char[size];
+                var read = 0;
+                while (read < size)
+                {
+                    read += await reader.ReadAsync(chunk.AsMemory(read)).AsTask().WaitAsync(Patience);
+                }
+
+                body.Append(chunk);
+                await reader.ReadLineAsync();
+            }
+
+            return body.ToString();
+        }
+
+        public void Dispose() => _client.Dispose();
+    }
+}

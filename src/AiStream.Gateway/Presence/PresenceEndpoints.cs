@@ -97,35 +97,44 @@ internal static partial class ClientIdentity
     public static (MemberIdentity? Identity, string? Error) FromRequest(HttpContext context)
     {
         var query = context.Request.Query;
-        var clientId = query["clientId"].ToString();
-        if (clientId.Length == 0 && context.Request.Cookies.TryGetValue(CookieName, out var remembered) && ClientIdentity.CheckIdentity(remembered, null) is null)
+        context.Request.Cookies.TryGetValue(CookieName, out var remembered);
+        var (identity, error, generated) = FromValues(query["clientId"].ToString(), query["name"].ToString(), query["color"].ToString(), remembered);
+        if (generated && !context.Response.HasStarted)
         {
-            clientId = remembered!;
+            context.Response.Headers.Append("Set-Cookie", SetCookie(identity!.Id));
         }
-        var name = query["name"].ToString();
-        var color = query["color"].ToString();
-        if (ClientIdentity.CheckIdentity(clientId.Length == 0 ? null : clientId, name) is { } error)
+
+        return (identity, error);
+    }
+
+    /// <summary>
+    /// The checks of <see cref="FromRequest"/> on values already read (empty means absent); <c>Generated</c> says the
+    /// id is new and the client should be given <see cref="SetCookie"/>.
+    /// </summary>
+    public static (MemberIdentity? Identity, string? Error, bool Generated) FromValues(string clientId, string name, string color, string? remembered)
+    {
+        if (clientId.Length == 0 && remembered is not null && CheckIdentity(remembered, null) is null)
         {
-            return (null, error);
+            clientId = remembered;
+        }
+
+        if (CheckIdentity(clientId.Length == 0 ? null : clientId, name) is { } error)
+        {
+            return (null, error, false);
         }
 
         if (color.Length > 32)
         {
-            return (null, "color is at most 32 characters");
+            return (null, "color is at most 32 characters", false);
         }
 
-        var id = clientId;
-        if (id.Length == 0)
-        {
-            id = "anon-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6));
-            if (!context.Response.HasStarted)
-            {
-                context.Response.Cookies.Append(CookieName, id, new CookieOptions { HttpOnly = true, SameSite = SameSiteMode.Lax, Path = "/", IsEssential = true });
-            }
-        }
-
-        return (new MemberIdentity(id, name.Length > 0 ? name : id, color.Length > 0 ? color : null), null);
+        var generated = clientId.Length == 0;
+        var id = generated ? "anon-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6)) : clientId;
+        return (new MemberIdentity(id, name.Length > 0 ? name : id, color.Length > 0 ? color : null), null, generated);
     }
+
+    /// <summary>The <c>Set-Cookie</c> value that keeps a generated id (HttpOnly, SameSite=Lax, whole site).</summary>
+    public static string SetCookie(string id) => CookieName + "=" + id + "; path=/; samesite=lax; httponly";
 
     [System.Text.RegularExpressions.GeneratedRegex("^[A-Za-z0-9._:@-]{1,128}$")]
     private static partial System.Text.RegularExpressions.Regex ClientIdPattern();

@@ -29,24 +29,153 @@ namespace AiStream.Gateway.Transports;
 /// instead of chunked encoding.
 /// </para>
 /// </summary>
-internal sealed partial class LeanSseConnections(SessionSseWatch watch, TimeProvider time, ILogger<LeanSseConnections> logger)
+internal sealed partial class LeanSseConnections : IDisposable
 {
+    private readonly SessionSseWatch _watch;
+    private readonly TimeProvider _time;
+    private readonly ILogger<LeanSseConnections> _logger;
+    private readonly Lock _peeksLock = new();
+    private readonly List<Peek> _peeks = [];
+    private readonly ITimer _sweep;
+
+    public LeanSseConnections(SessionSseWatch watch, TimeProvider time, ILogger<LeanSseConnections> logger)
+    {
+        _watch = watch;
+        _time = time;
+        _logger = logger;
+        // One timer ends every overdue wait for a first request, instead of a timer per connection.
+        _sweep = time.CreateTimer(static s => ((LeanSseConnections)s!).Sweep(), this, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+    }
+
     /// <summary>Puts the lean path in front of <paramref name="next"/>, the rest of an endpoint's connection pipeline.</summary>
     public ConnectionDelegate Wrap(ConnectionDelegate next, KestrelServerOptions kestrel) =>
         connection => OnConnectedAsync(connection, next, kestrel);
 
+    public void Dispose() => _sweep.Dispose();
+
+    // Kept small: every connection that is not a lean watch (SignalR, completions, ...) holds this frame for its life.
     private async Task OnConnectedAsync(ConnectionContext connection, ConnectionDelegate next, KestrelServerOptions kestrel)
     {
-        // The parsed head is dropped inside AcceptAsync: this frame lives as long as the watch.
         var accepted = await AcceptAsync(connection.Transport.Input, kestrel.Limits.RequestHeadersTimeout);
-        if (accepted is null)
+        await (accepted is null ? next(connection) : ServeAsync(connection, accepted));
+    }
+
+    /// <summary>
+    /// Waits for the first request head and reads it without consuming anything, so Kestrel sees the same bytes when
+    /// the request is not ours. A client that sends nothing within the headers timeout is left to Kestrel's timeouts.
+    /// </summary>
+    private async ValueTask<Accepted?> AcceptAsync(PipeReader input, TimeSpan timeout)
+    {
+        var peek = new Peek(input, _time.GetTimestamp() + (long)(timeout.TotalSeconds * _time.TimestampFrequency));
+        lock (_peeksLock)
         {
-            await next(connection);
+            peek.Index = _peeks.Count;
+            _peeks.Add(peek);
+        }
+
+        var sawCancel = false;
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync();
+                sawCancel = result.IsCanceled;
+                var buffer = result.Buffer;
+                SseRequestHead? head = null;
+                var status = result.IsCanceled ? SseRequestHead.ParseStatus.NotOurs : SseRequestHead.TryParse(buffer, out head);
+                if (status == SseRequestHead.ParseStatus.Incomplete && !result.IsCompleted)
+                {
+                    // Examined all of it, consumed none: the next read waits for more bytes.
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                    continue;
+                }
+
+                // Examined none: whoever reads next (the serve path or Kestrel) gets the same bytes at once.
+                input.AdvanceTo(buffer.Start);
+                return status == SseRequestHead.ParseStatus.Parsed ? Accept(head!, _time.GetUtcNow()) : null;
+            }
+        }
+        catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or OperationCanceledException)
+        {
+            // The connection failed before a request: Kestrel meets the same error and deals with it as it always does.
+            return null;
+        }
+        finally
+        {
+            lock (_peeksLock)
+            {
+                RemovePeekLocked(peek);
+                if (peek.Cancelled && !sawCancel && input.TryRead(out var pending))
+                {
+                    // The sweep cancelled just as the head arrived: take the cancellation here, not in the next reader.
+                    input.AdvanceTo(pending.Buffer.Start);
+                }
+            }
+        }
+    }
+
+    private void Sweep()
+    {
+        var now = _time.GetTimestamp();
+        lock (_peeksLock)
+        {
+            for (var i = _peeks.Count - 1; i >= 0; i--)
+            {
+                var peek = _peeks[i];
+                if (now >= peek.Deadline)
+                {
+                    // The pending read returns IsCanceled and the connection goes to Kestrel.
+                    peek.Input.CancelPendingRead();
+                    peek.Cancelled = true;
+                    RemovePeekLocked(peek);
+                }
+            }
+        }
+    }
+
+    private void RemovePeekLocked(Peek peek)
+    {
+        if (peek.Index < 0)
+        {
             return;
         }
 
+        var last = _peeks[^1];
+        _peeks[peek.Index] = last;
+        last.Index = peek.Index;
+        _peeks.RemoveAt(_peeks.Count - 1);
+        peek.Index = -1;
+    }
+
+    /// <summary>Checks the watch as the endpoint does and renders the response head; null sends it to Kestrel.</summary>
+    private static Accepted? Accept(SseRequestHead head, DateTimeOffset now)
+    {
+        var (request, _, generated) = SessionSseWatch.Check(head.SessionId, head.LastEventId, head.After, head.ClientId, head.Name, head.Color, head.Remembered);
+        if (request is not { } checkedRequest)
+        {
+            return null;
+        }
+
+        var text = new StringBuilder(256).Append("HTTP/1.1 200 OK\r\nConnection: close\r\nDate: ")
+            .Append(now.ToString("r", CultureInfo.InvariantCulture)).Append("\r\n");
+        foreach (var (name, value) in SessionSseWatch.ResponseHeaders(checkedRequest.Identity.Id, generated))
+        {
+            if (!IsFieldValue(value))
+            {
+                return null;
+            }
+
+            text.Append(name).Append(": ").Append(value).Append("\r\n");
+        }
+
+        text.Append("\r\n");
+        return new Accepted(checkedRequest, Encoding.ASCII.GetBytes(text.ToString()), head.Length);
+    }
+
+    private async Task ServeAsync(ConnectionContext connection, Accepted accepted)
+    {
         var input = connection.Transport.Input;
-        // The head is buffered and unexamined (PeekAsync), so this read completes at once.
+        // The head is buffered and unexamined (AcceptAsync), so this read completes at once.
         var read = await input.ReadAsync();
         input.AdvanceTo(read.Buffer.GetPosition(accepted.HeadLength));
         read = default;
@@ -55,12 +184,12 @@ internal sealed partial class LeanSseConnections(SessionSseWatch watch, TimeProv
         var request = accepted.Request;
         try
         {
-            var running = watch.RunAsync(request, output, accepted.ResponseHead, connection.ConnectionId + ":00000001", closed);
-            accepted = null;
+            var running = _watch.RunAsync(request, output, accepted.ResponseHead, connection.ConnectionId + ":00000001", closed);
+            accepted = null!; // RunAsync holds what it still needs; this frame lives as long as the watch
             if (await running is { } failure)
             {
-                SessionSubscriberLog.StartFailed(logger, request.SessionId, failure);
-                WriteProblem(output, SessionSseWatch.Unavailable, time.GetUtcNow());
+                SessionSubscriberLog.StartFailed(_logger, request.SessionId, failure);
+                WriteProblem(output, SessionSseWatch.Unavailable, _time.GetUtcNow());
                 await output.FlushAsync(closed);
             }
         }
@@ -70,81 +199,6 @@ internal sealed partial class LeanSseConnections(SessionSseWatch watch, TimeProv
         }
 
         // Returning completes the transport: buffered bytes are sent, then the connection closes.
-    }
-
-    private async ValueTask<Accepted?> AcceptAsync(PipeReader input, TimeSpan timeout) =>
-        await PeekAsync(input, timeout) is { } head ? Accept(head, time.GetUtcNow()) : null;
-
-    /// <summary>
-    /// Waits for the first request head and reads it without consuming anything, so Kestrel sees the same bytes when
-    /// the request is not ours. A client that sends nothing within the headers timeout is left to Kestrel's timeouts.
-    /// </summary>
-    private async ValueTask<SseRequestHead?> PeekAsync(PipeReader input, TimeSpan timeout)
-    {
-        using var expiry = new CancellationTokenSource(timeout, time);
-        try
-        {
-            while (true)
-            {
-                var result = await input.ReadAsync(expiry.Token);
-                var buffer = result.Buffer;
-                var status = SseRequestHead.TryParse(buffer, out var head);
-                if (status == SseRequestHead.ParseStatus.Incomplete && !result.IsCompleted && !result.IsCanceled)
-                {
-                    // Examined all of it, consumed none: the next read waits for more bytes.
-                    input.AdvanceTo(buffer.Start, buffer.End);
-                    continue;
-                }
-
-                // Examined none: whoever reads next (the serve path or Kestrel) gets the same bytes at once.
-                input.AdvanceTo(buffer.Start);
-                return head;
-            }
-        }
-        catch (OperationCanceledException)
-        {
-            return null;
-        }
-    }
-
-    /// <summary>Checks the watch as the endpoint does and renders the response head; null sends it to Kestrel.</summary>
-    private static Accepted? Accept(SseRequestHead head, DateTimeOffset now)
-    {
-        var context = new DefaultHttpContext();
-        var request = context.Request;
-        request.Method = HttpMethods.Get;
-        request.Scheme = "http";
-        request.Protocol = "HTTP/1.1";
-        request.Path = new PathString(head.Path);
-        request.QueryString = new QueryString(head.Query.Length == 0 ? null : head.Query);
-        foreach (var (name, value) in head.Headers)
-        {
-            request.Headers.Append(name, value);
-        }
-
-        var (watchRequest, _) = SessionSseWatch.Prepare(context, head.SessionId);
-        if (watchRequest is not { } checkedRequest)
-        {
-            return null;
-        }
-
-        var text = new StringBuilder("HTTP/1.1 200 OK\r\nConnection: close\r\nDate: ")
-            .Append(now.ToString("r", CultureInfo.InvariantCulture)).Append("\r\n");
-        foreach (var (name, values) in context.Response.Headers)
-        {
-            foreach (var value in values)
-            {
-                if (value is null || !IsFieldValue(value))
-                {
-                    return null;
-                }
-
-                text.Append(name).Append(": ").Append(value).Append("\r\n");
-            }
-        }
-
-        text.Append("\r\n");
-        return new Accepted(checkedRequest, Encoding.ASCII.GetBytes(text.ToString()), head.Length);
     }
 
     private static void WriteProblem(PipeWriter output, ApiError error, DateTimeOffset now)
@@ -172,4 +226,16 @@ internal sealed partial class LeanSseConnections(SessionSseWatch watch, TimeProv
     }
 
     private sealed record Accepted(SessionSseWatch.Request Request, byte[] ResponseHead, int HeadLength);
+
+    /// <summary>A connection waiting for its first request head.</summary>
+    private sealed class Peek(PipeReader input, long deadline)
+    {
+        public PipeReader Input { get; } = input;
+
+        public long Deadline { get; } = deadline;
+
+        public int Index { get; set; } = -1;
+
+        public bool Cancelled { get; set; }
+    }
 }

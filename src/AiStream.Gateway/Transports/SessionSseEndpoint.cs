@@ -61,41 +61,72 @@ internal sealed class SessionSseWatch(
     /// <summary>Checks the request; when it is valid, sets the response headers of the stream.</summary>
     public static (Request? Request, ApiError? Error) Prepare(HttpContext context, string sessionId)
     {
+        context.Request.Cookies.TryGetValue(ClientIdentity.CookieName, out var remembered);
+        var query = context.Request.Query;
+        var (request, error, generated) = Check(
+            sessionId,
+            context.Request.Headers["Last-Event-ID"].ToString(),
+            query["after"].ToString(),
+            query["clientId"].ToString(),
+            query["name"].ToString(),
+            query["color"].ToString(),
+            remembered);
+        if (request is not { } checkedRequest)
+        {
+            return (null, error);
+        }
+
+        foreach (var (name, value) in ResponseHeaders(checkedRequest.Identity.Id, generated))
+        {
+            context.Response.Headers.Append(name, value);
+        }
+
+        return (checkedRequest, null);
+    }
+
+    /// <summary>
+    /// The checks of a watch on values already read (empty means absent): session id, position (Last-Event-ID wins
+    /// over <c>?after=</c>) and identity. <c>Generated</c> says the client gets a new anonymous id and its cookie.
+    /// </summary>
+    public static (Request? Request, ApiError? Error, bool Generated) Check(
+        string sessionId, string lastEventId, string after, string clientId, string name, string color, string? remembered)
+    {
         if (SessionsEndpoints.CheckSessionId(sessionId) is { } idError)
         {
-            return (null, idError);
+            return (null, idError, false);
         }
 
         // Last-Event-ID (what EventSource sends on reconnect) wins over ?after=.
-        var position = context.Request.Headers["Last-Event-ID"].ToString();
-        if (position.Length == 0)
-        {
-            position = context.Request.Query["after"].ToString();
-        }
-
-        long? after = null;
+        var position = lastEventId.Length > 0 ? lastEventId : after;
+        long? afterSeq = null;
         if (position.Length > 0)
         {
             if (!long.TryParse(position, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed))
             {
-                return (null, ApiError.BadRequest("Last-Event-ID / after must be a non-negative integer position.", "after", "invalid_position"));
+                return (null, ApiError.BadRequest("Last-Event-ID / after must be a non-negative integer position.", "after", "invalid_position"), false);
             }
 
-            after = parsed;
+            afterSeq = parsed;
         }
 
-        var (identity, identityError) = ClientIdentity.FromRequest(context);
-        if (identity is null)
+        var (identity, identityError, generated) = ClientIdentity.FromValues(clientId, name, color, remembered);
+        return identity is null
+            ? (null, ApiError.BadRequest(identityError!, "clientId", "invalid_identity"), false)
+            : (new Request(sessionId, afterSeq, identity), null, generated);
+    }
+
+    /// <summary>The response headers of a watch stream, the same on both paths.</summary>
+    public static IEnumerable<(string Name, string Value)> ResponseHeaders(string clientId, bool setCookie)
+    {
+        if (setCookie)
         {
-            return (null, ApiError.BadRequest(identityError!, "clientId", "invalid_identity"));
+            yield return ("Set-Cookie", ClientIdentity.SetCookie(clientId));
         }
 
-        var response = context.Response;
-        response.Headers["X-AiStream-Client-Id"] = identity.Id;
-        response.ContentType = "text/event-stream; charset=utf-8";
-        response.Headers.CacheControl = "no-cache";
-        response.Headers["X-Accel-Buffering"] = "no";
-        return (new Request(sessionId, after, identity), null);
+        yield return ("X-AiStream-Client-Id", clientId);
+        yield return ("Content-Type", "text/event-stream; charset=utf-8");
+        yield return ("Cache-Control", "no-cache");
+        yield return ("X-Accel-Buffering", "no");
     }
 
     /// <summary>

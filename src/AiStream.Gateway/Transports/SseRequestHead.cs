@@ -20,15 +20,6 @@ internal sealed class SseRequestHead
     private static ReadOnlySpan<byte> Suffix => "/events"u8;
     private static ReadOnlySpan<byte> Version => " HTTP/1.1\r\n"u8;
 
-    private SseRequestHead(string sessionId, string path, string query, List<KeyValuePair<string, string>> headers, int length)
-    {
-        SessionId = sessionId;
-        Path = path;
-        Query = query;
-        Headers = headers;
-        Length = length;
-    }
-
     /// <summary>Outcome of <see cref="TryParse"/>.</summary>
     public enum ParseStatus
     {
@@ -43,19 +34,28 @@ internal sealed class SseRequestHead
     }
 
     /// <summary>The session id from the path (the id pattern only, so no decoding applies).</summary>
-    public string SessionId { get; }
+    public required string SessionId { get; init; }
 
-    /// <summary>The request path.</summary>
-    public string Path { get; }
+    /// <summary>The <c>Last-Event-ID</c> header, or empty.</summary>
+    public string LastEventId { get; private set; } = "";
 
-    /// <summary>The query string with its leading <c>?</c>, or empty.</summary>
-    public string Query { get; }
+    /// <summary>Decoded query values (empty when absent).</summary>
+    public string After { get; private set; } = "";
 
-    /// <summary>The header fields in order.</summary>
-    public List<KeyValuePair<string, string>> Headers { get; }
+    /// <inheritdoc cref="After"/>
+    public string ClientId { get; private set; } = "";
+
+    /// <inheritdoc cref="After"/>
+    public string Name { get; private set; } = "";
+
+    /// <inheritdoc cref="After"/>
+    public string Color { get; private set; } = "";
+
+    /// <summary>The <c>aistream_cid</c> cookie, if sent.</summary>
+    public string? Remembered { get; private set; }
 
     /// <summary>Bytes of the head, up to and including the empty line.</summary>
-    public int Length { get; }
+    public required int Length { get; init; }
 
     /// <summary>Reads a request head from the start of <paramref name="buffer"/>.</summary>
     public static ParseStatus TryParse(in ReadOnlySequence<byte> buffer, out SseRequestHead? head)
@@ -133,8 +133,14 @@ internal sealed class SseRequestHead
             return ParseStatus.NotOurs;
         }
 
-        var headers = new List<KeyValuePair<string, string>>();
+        var parsed = new SseRequestHead { SessionId = Encoding.ASCII.GetString(idBytes), Length = end + 4 };
+        if (query.Length > 0 && !parsed.ReadQuery(Encoding.ASCII.GetString(query)))
+        {
+            return ParseStatus.NotOurs;
+        }
+
         var hosts = 0;
+        var lines = 0;
         var rest = data[(lineEnd + 2)..(end + 2)];
         while (rest.Length > 0)
         {
@@ -142,31 +148,43 @@ internal sealed class SseRequestHead
             var line = rest[..next];
             rest = rest[(next + 2)..];
             var colon = line.IndexOf((byte)':');
-            if (colon <= 0 || headers.Count == MaxHeaders || !IsToken(line[..colon]))
+            if (colon <= 0 || ++lines > MaxHeaders || !IsToken(line[..colon]))
             {
                 return ParseStatus.NotOurs;
             }
 
+            var name = line[..colon];
             var value = line[(colon + 1)..].Trim(" \t"u8);
             if (!IsFieldValue(value))
             {
                 return ParseStatus.NotOurs;
             }
 
-            var name = Encoding.ASCII.GetString(line[..colon]);
-            var text = Encoding.ASCII.GetString(value);
-            if (Is(name, "Transfer-Encoding") || Is(name, "Upgrade") || Is(name, "Expect")
-                || (Is(name, "Content-Length") && text != "0"))
+            if (Is(name, "Transfer-Encoding"u8) || Is(name, "Upgrade"u8) || Is(name, "Expect"u8)
+                || (Is(name, "Content-Length"u8) && !value.SequenceEqual("0"u8)))
             {
                 return ParseStatus.NotOurs;
             }
 
-            if (Is(name, "Host") && (++hosts > 1 || !IsHost(value)))
+            if (Is(name, "Host"u8) && (++hosts > 1 || !IsHost(value)))
             {
                 return ParseStatus.NotOurs;
             }
 
-            headers.Add(new(name, text));
+            if (Is(name, "Last-Event-ID"u8))
+            {
+                if (parsed.LastEventId.Length > 0)
+                {
+                    return ParseStatus.NotOurs;
+                }
+
+                parsed.LastEventId = Encoding.ASCII.GetString(value);
+            }
+
+            if (Is(name, "Cookie"u8) && !parsed.ReadCookie(value))
+            {
+                return ParseStatus.NotOurs;
+            }
         }
 
         if (hosts != 1)
@@ -174,16 +192,87 @@ internal sealed class SseRequestHead
             return ParseStatus.NotOurs;
         }
 
-        head = new SseRequestHead(
-            Encoding.ASCII.GetString(idBytes),
-            Encoding.ASCII.GetString(path),
-            Encoding.ASCII.GetString(query),
-            headers,
-            end + 4);
+        head = parsed;
         return ParseStatus.Parsed;
     }
 
-    private static bool Is(string name, string expected) => string.Equals(name, expected, StringComparison.OrdinalIgnoreCase);
+    /// <summary>The watch's query values, decoded as ASP.NET Core decodes them; a repeated one is left to Kestrel (it would join them).</summary>
+    private bool ReadQuery(string query)
+    {
+        foreach (var pair in new Microsoft.AspNetCore.WebUtilities.QueryStringEnumerable(query))
+        {
+            var name = pair.DecodeName().Span;
+            if (name.Equals("after", StringComparison.OrdinalIgnoreCase))
+            {
+                if (After.Length > 0)
+                {
+                    return false;
+                }
+
+                After = pair.DecodeValue().ToString();
+            }
+            else if (name.Equals("clientId", StringComparison.OrdinalIgnoreCase))
+            {
+                if (ClientId.Length > 0)
+                {
+                    return false;
+                }
+
+                ClientId = pair.DecodeValue().ToString();
+            }
+            else if (name.Equals("name", StringComparison.OrdinalIgnoreCase))
+            {
+                if (Name.Length > 0)
+                {
+                    return false;
+                }
+
+                Name = pair.DecodeValue().ToString();
+            }
+            else if (name.Equals("color", StringComparison.OrdinalIgnoreCase))
+            {
+                if (Color.Length > 0)
+                {
+                    return false;
+                }
+
+                Color = pair.DecodeValue().ToString();
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Finds the <c>aistream_cid</c> cookie (names match exactly, as in ASP.NET Core). Quoted, percent-encoded or
+    /// comma-separated cookie lists, and the cookie sent twice, are left to Kestrel.
+    /// </summary>
+    private bool ReadCookie(ReadOnlySpan<byte> header)
+    {
+        if (header.IndexOfAny(",\"%"u8) >= 0)
+        {
+            return false;
+        }
+
+        foreach (var range in header.Split((byte)';'))
+        {
+            var pair = header[range].Trim(" \t"u8);
+            var equals = pair.IndexOf((byte)'=');
+            if (equals > 0 && pair[..equals].Trim(" \t"u8).SequenceEqual("aistream_cid"u8))
+            {
+                if (Remembered is not null)
+                {
+                    return false;
+                }
+
+                Remembered = Encoding.ASCII.GetString(pair[(equals + 1)..].Trim(" \t"u8));
+            }
+        }
+
+        return true;
+    }
+
+    private static bool Is(ReadOnlySpan<byte> name, ReadOnlySpan<byte> expected) => Ascii.EqualsIgnoreCase(name, expected);
 
     // The session id pattern of SessionsEndpoints: letters, digits and . _ : -
     private static bool IsSessionId(ReadOnlySpan<byte> id)

@@ -82,6 +82,48 @@ public sealed class LeanSseConnectionTests : IAsyncLifetime
         }
     }
 
+    [Theory]
+    [InlineData("?ClientID=u1&NAME=Ada+L%C3%A9&Color=%23f00", null)]
+    [InlineData("", "AISTREAM_CID=anon-aaaa; aistream_cid=anon-bbbb")]
+    [InlineData("?name=Bo", "x=1; aistream_cid=anon-cccc")]
+    [InlineData("?color=red", "aistream_cid=anon-dddd; aistream_cid=anon-eeee")]
+    [InlineData("?clientId=&after=", "aistream_cid=bad id")]
+    public async Task LeanAndPipeline_ReadTheSameIdentityFromTheSameRequest(string query, string? cookie)
+    {
+        async Task<(string ClientId, string Join)> WatchAsync(HttpClient client, string session)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"api/sessions/{session}/events{query}");
+            if (cookie is not null)
+            {
+                request.Headers.Add("Cookie", cookie);
+            }
+
+            using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            using var reader = new SseReader(await response.Content.ReadAsStreamAsync());
+            var join = string.Join("\n", (await ReadUntilAsync(reader, "presence.join"))[^1]);
+            // The member as the session sees it: id, name, colour; the rest (time, position) differs by nature.
+            return (Assert.Single(response.Headers.GetValues("X-AiStream-Client-Id")), join[join.IndexOf("\"value\":", StringComparison.Ordinal)..join.IndexOf(",\"timestamp\"", StringComparison.Ordinal)]);
+        }
+
+        using var leanHandler = new SocketsHttpHandler { UseCookies = false };
+        using var lean = new HttpClient(leanHandler) { BaseAddress = _gateway.BaseAddress };
+        using var pipelineHandler = new SocketsHttpHandler { UseCookies = false, MaxConnectionsPerServer = 1 };
+        using var pipeline = new HttpClient(pipelineHandler) { BaseAddress = _gateway.BaseAddress };
+        (await pipeline.GetAsync("healthz")).EnsureSuccessStatusCode();
+
+        var viaPipeline = await WatchAsync(pipeline, NewSession());
+        var viaLean = await WatchAsync(lean, NewSession());
+        if (cookie is null || cookie.Contains("bad id", StringComparison.Ordinal))
+        {
+            Assert.Equal(viaPipeline.Join.Replace(viaPipeline.ClientId, "ID", StringComparison.Ordinal), viaLean.Join.Replace(viaLean.ClientId, "ID", StringComparison.Ordinal));
+        }
+        else
+        {
+            Assert.Equal(viaPipeline, viaLean);
+        }
+    }
+
     [Fact]
     public async Task LeanWatch_ResumesAfterLastEventId_AndGivesAnAnonymousClientItsCookie()
     {

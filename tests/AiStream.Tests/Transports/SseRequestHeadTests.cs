@@ -7,17 +7,28 @@ namespace AiStream.Tests.Transports;
 
 public sealed class SseRequestHeadTests
 {
-    private const string Watch = "GET /api/sessions/s-1.a:b_c/events?after=4&name=Ada%20L HTTP/1.1\r\nHost: gw:8080\r\nLast-Event-ID: 7\r\nCookie: a=b; c=d\r\n\r\n";
+    private const string Watch = "GET /api/sessions/s-1.a:b_c/events?after=4&Name=Ada+L%C3%A9&clientId=u%3A1&other=x&color=%23f00 HTTP/1.1\r\nHost: gw:8080\r\nlast-event-id: 7\r\nCookie: a=b; AISTREAM_CID=other ; aistream_cid=anon-1\r\n\r\n";
 
     [Fact]
-    public void Watch_IsParsed_WithItsSessionQueryAndHeadersInOrder()
+    public void Watch_IsParsed_WithTheValuesTheEndpointReads_DecodedAsAspNetCoreDoes()
     {
         Assert.Equal(ParseStatus.Parsed, TryParse(Sequence(Watch + "GET /next"), out var head));
         Assert.Equal("s-1.a:b_c", head!.SessionId);
-        Assert.Equal("/api/sessions/s-1.a:b_c/events", head.Path);
-        Assert.Equal("?after=4&name=Ada%20L", head.Query);
-        Assert.Equal(["Host=gw:8080", "Last-Event-ID=7", "Cookie=a=b; c=d"], head.Headers.Select(h => h.Key + "=" + h.Value));
+        Assert.Equal("4", head.After);
+        Assert.Equal("Ada L\u00e9", head.Name);
+        Assert.Equal("u:1", head.ClientId);
+        Assert.Equal("#f00", head.Color);
+        Assert.Equal("7", head.LastEventId);
+        Assert.Equal("anon-1", head.Remembered);
         Assert.Equal(Encoding.ASCII.GetByteCount(Watch), head.Length);
+    }
+
+    [Fact]
+    public void WatchWithoutQueryOrCookie_HasEmptyValues()
+    {
+        Assert.Equal(ParseStatus.Parsed, TryParse(Sequence("GET /api/sessions/s1/events HTTP/1.1\r\nHost: x\r\n\r\n"), out var head));
+        Assert.Equal(("", "", "", "", ""), (head!.After, head.ClientId, head.Name, head.Color, head.LastEventId));
+        Assert.Null(head.Remembered);
     }
 
     [Fact]
@@ -28,7 +39,7 @@ public sealed class SseRequestHeadTests
         var last = first.Append(bytes.AsMemory(20, 31)).Append(bytes.AsMemory(51));
         Assert.Equal(ParseStatus.Parsed, TryParse(new ReadOnlySequence<byte>(first, 0, last, last.Memory.Length), out var head));
         Assert.Equal("s-1.a:b_c", head!.SessionId);
-        Assert.Equal(3, head.Headers.Count);
+        Assert.Equal("anon-1", head.Remembered);
     }
 
     [Theory]
@@ -60,6 +71,13 @@ public sealed class SseRequestHeadTests
     [InlineData("GET /api/sessions/s1/events HTTP/1.1\r\nHost: x\r\nX-A: caf\u00e9\r\n\r\n")]
     [InlineData("GET /api/sessions/s1/events HTTP/1.1\r\nHost: x\r\nX-A: a\nb\r\n\r\n")]
     [InlineData("GET /api/sessions/s1/events HTTP/1.1\r\nHost: x\r\n: empty\r\n\r\n")]
+    [InlineData("GET /api/sessions/s1/events?clientId=a&clientid=b HTTP/1.1\r\nHost: x\r\n\r\n")]
+    [InlineData("GET /api/sessions/s1/events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 1\r\nLast-Event-ID: 2\r\n\r\n")]
+    [InlineData("GET /api/sessions/s1/events HTTP/1.1\r\nHost: x\r\nCookie: aistream_cid=\"q\"\r\n\r\n")]
+    [InlineData("GET /api/sessions/s1/events HTTP/1.1\r\nHost: x\r\nCookie: aistream_cid=a%20b\r\n\r\n")]
+    [InlineData("GET /api/sessions/s1/events HTTP/1.1\r\nHost: x\r\nCookie: a=1, aistream_cid=b\r\n\r\n")]
+    [InlineData("GET /api/sessions/s1/events HTTP/1.1\r\nHost: x\r\nCookie: aistream_cid=a; aistream_cid=b\r\n\r\n")]
+    [InlineData("GET /api/sessions/s1/events HTTP/1.1\r\nHost: x\r\nCookie: aistream_cid=a\r\nCookie: aistream_cid=b\r\n\r\n")]
     public void AnythingElse_IsNotOurs(string request) =>
         Assert.Equal(ParseStatus.NotOurs, TryParse(Sequence(request), out _));
 

@@ -34,6 +34,10 @@ public sealed class ProxySettings : ScenarioSettings
     [Description("With --url: the public model name that gateway maps to the mock. Default mock.")]
     public string? Model { get; set; }
 
+    [CommandOption("--rounds <N>")]
+    [Description("Measured phases per target and cell, taken in turn (direct, gateway, nginx, direct, ...) so drift of the shared machine hits every target alike; each phase lasts --duration. Default 3 (smoke: 1).")]
+    public int? Rounds { get; set; }
+
     [CommandOption("--no-nginx")]
     [Description("Do not measure nginx.")]
     public bool NoNginx { get; set; }
@@ -49,6 +53,7 @@ public sealed class ProxySettings : ScenarioSettings
         list = ValidateList(GapMs, "--gap-ms", 0, 1000);
         return !list.Successful ? list
             : MaxRequests is <= 0 ? Spectre.Console.ValidationResult.Error("--max-requests must be positive.")
+            : Rounds is < 1 or > 20 ? Spectre.Console.ValidationResult.Error("--rounds must be between 1 and 20.")
             : base.Validate();
     }
 }
@@ -102,11 +107,13 @@ public sealed class ProxyCommand : ScenarioCommand<ProxySettings>
         // Long enough for the runtime's tiered compilation to settle: with 2 s the first measured seconds still paid for it.
         var warmup = settings.Smoke ? TimeSpan.FromSeconds(0.2) : TimeSpan.FromSeconds(6);
         var maxRequests = settings.MaxRequests ?? 200_000;
+        var rounds = settings.Rounds ?? (settings.Smoke ? 1 : 3);
         var model = settings.Model ?? "mock";
         result.Settings["concurrency"] = string.Join(',', concurrencies);
         result.Settings["gapMs"] = string.Join(',', gaps);
         result.Settings["durationSeconds"] = duration.TotalSeconds.ToString(CultureInfo.InvariantCulture);
         result.Settings["warmupSeconds"] = warmup.TotalSeconds.ToString(CultureInfo.InvariantCulture);
+        result.Settings["rounds"] = rounds.ToString(CultureInfo.InvariantCulture);
         result.Settings["chunksPerStream"] = MockUpstream.Chunks.ToString(CultureInfo.InvariantCulture);
 
         await using var mock = await MockUpstream.StartAsync(gaps[0], settings.MockPort ?? 0);
@@ -158,6 +165,7 @@ public sealed class ProxyCommand : ScenarioCommand<ProxySettings>
         result.Notes.Add("added = the target's percentile minus the direct one's in the same cell; the mock upstream and the client share this process and the machine's cores with the proxy under test");
         result.Notes.Add("CPU per token = the proxy process's utime+stime (nginx: master and workers) during the measured phase / content chunks relayed; it includes the proxy's idle CPU (gatewayIdleCpuMillisPerSecond), which dominates when few tokens flow");
         result.Notes.Add("closed loop: each of the concurrent clients starts its next stream when the last one ended, so a faster target also loads the shared cores harder; proxy cores and tool cores show how the 2 cores were shared");
+        result.Notes.Add($"each target is measured in {rounds} phases of --duration taken in turn with the others (direct, gateway, nginx, direct, ...), and its latencies and CPU are merged over them, so slow drift of the shared machine affects every target alike; clients start spread over one stream's length, not all at once");
 
         using var handler = new SocketsHttpHandler
         {
@@ -177,30 +185,46 @@ public sealed class ProxyCommand : ScenarioCommand<ProxySettings>
                 var cells = new Dictionary<string, ResultRow>();
                 foreach (var target in targets.Targets)
                 {
-                    var cell = new Cell(http, target.BaseAddress, model, concurrency);
+                    var warm = new Cell(http, target.BaseAddress, model, concurrency, gap);
+                    await LiveStatus.RunAsync($"proxy gap={gap}ms c={concurrency} {target.Name} warm-up", warm.Status, () => warm.RunAsync(warmup, maxRequests, cancellationToken));
+                }
+
+                // Rounds in turn: each target's figures are merged over phases spread across the same minutes.
+                var measured = targets.Targets.ToDictionary(t => t.Name, t => new Measured(new Cell(http, t.BaseAddress, model, concurrency, gap)));
+                for (var round = 1; round <= rounds; round++)
+                {
+                    foreach (var target in targets.Targets)
+                    {
+                        var m = measured[target.Name];
+                        var label = $"proxy gap={gap}ms c={concurrency} {target.Name} round {round}/{rounds}";
+                        var cpuBefore = target.CpuSeconds();
+                        var clientBefore = ProcStats.OwnCpuSeconds();
+                        var machineBefore = ProcStats.MachineBusySeconds();
+                        var clock = Stopwatch.StartNew();
+                        await LiveStatus.RunAsync(label, m.Cell.Status, () => m.Cell.RunAsync(duration, maxRequests, cancellationToken));
+                        m.Seconds += clock.Elapsed.TotalSeconds;
+                        m.Cpu += target.CpuSeconds() - cpuBefore;
+                        m.ClientCpu += ProcStats.OwnCpuSeconds() - clientBefore;
+                        m.MachineCpu += ProcStats.MachineBusySeconds() - machineBefore;
+                    }
+                }
+
+                foreach (var target in targets.Targets)
+                {
+                    var m = measured[target.Name];
                     var label = $"proxy gap={gap}ms c={concurrency} {target.Name}";
-                    await LiveStatus.RunAsync(label + " warm-up", cell.Status, () => cell.RunAsync(warmup, maxRequests, cancellationToken));
-                    cell = new Cell(http, target.BaseAddress, model, concurrency);
-                    var cpuBefore = target.CpuSeconds();
-                    var clientBefore = ProcStats.OwnCpuSeconds();
-                    var machineBefore = ProcStats.MachineBusySeconds();
-                    var clock = Stopwatch.StartNew();
-                    await LiveStatus.RunAsync(label, cell.Status, () => cell.RunAsync(duration, maxRequests, cancellationToken));
-                    var elapsed = clock.Elapsed.TotalSeconds;
-                    var cpu = target.CpuSeconds() - cpuBefore;
-                    var clientCpu = ProcStats.OwnCpuSeconds() - clientBefore;
-                    var machineCpu = ProcStats.MachineBusySeconds() - machineBefore;
-                    var row = cell.ToRow(target.Name, gap, concurrency, elapsed);
-                    row["cpuMicrosPerToken"] = target.Pid is null || row["tokens"] == 0 ? double.NaN : cpu * 1e6 / row["tokens"];
-                    row["cpuSeconds"] = target.Pid is null ? double.NaN : cpu;
-                    row["proxyCpuCores"] = target.Pid is null ? double.NaN : cpu / elapsed;
-                    row["clientCpuCores"] = clientCpu / elapsed;
-                    row["otherCpuCores"] = Math.Max(0, machineCpu - clientCpu - (target.Pid is null ? 0 : cpu)) / elapsed;
+                    var row = m.Cell.ToRow(target.Name, gap, concurrency, m.Seconds);
+                    row["cpuMicrosPerToken"] = target.Pid is null || row["tokens"] == 0 ? double.NaN : m.Cpu * 1e6 / row["tokens"];
+                    row["cpuSeconds"] = target.Pid is null ? double.NaN : m.Cpu;
+                    row["proxyCpuCores"] = target.Pid is null ? double.NaN : m.Cpu / m.Seconds;
+                    row["clientCpuCores"] = m.ClientCpu / m.Seconds;
+                    row["otherCpuCores"] = Math.Max(0, m.MachineCpu - m.ClientCpu - (target.Pid is null ? 0 : m.Cpu)) / m.Seconds;
+                    row["rounds"] = rounds;
                     cells[target.Name] = row;
                     result.Rows.Add(row);
                     if (row["badStreams"] > 0 || row["errors"] > 0)
                     {
-                        result.Problems.Add($"{label}: {row["badStreams"]} streams without {MockUpstream.Chunks} chunks, {row["errors"]} failed requests; first error: {cell.FirstError}");
+                        result.Problems.Add($"{label}: {row["badStreams"]} streams without {MockUpstream.Chunks} chunks, {row["errors"]} failed requests; first error: {m.Cell.FirstError}");
                     }
                 }
 
@@ -214,6 +238,20 @@ public sealed class ProxyCommand : ScenarioCommand<ProxySettings>
                 }
             }
         }
+    }
+
+    /// <summary>One target's cell and what its phases added up to.</summary>
+    private sealed class Measured(Cell cell)
+    {
+        public Cell Cell { get; } = cell;
+
+        public double Seconds { get; set; }
+
+        public double Cpu { get; set; }
+
+        public double ClientCpu { get; set; }
+
+        public double MachineCpu { get; set; }
     }
 
     /// <summary>The endpoints measured, and the child processes owned for them.</summary>
@@ -242,7 +280,7 @@ public sealed class ProxyCommand : ScenarioCommand<ProxySettings>
     }
 
     /// <summary>One measured phase: <c>concurrency</c> loops, each streaming one completion after another until the deadline.</summary>
-    private sealed class Cell(HttpMessageInvoker http, Uri baseAddress, string model, int concurrency)
+    private sealed class Cell(HttpMessageInvoker http, Uri baseAddress, string model, int concurrency, int gapMs)
     {
         private readonly Latency _ttft = new();
         private readonly Latency _total = new();
@@ -263,8 +301,15 @@ public sealed class ProxyCommand : ScenarioCommand<ProxySettings>
         public async Task RunAsync(TimeSpan duration, int maxRequests, CancellationToken cancellationToken)
         {
             var deadline = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
-            var loops = Enumerable.Range(0, concurrency).Select(_ => Task.Run(async () =>
+            // Starts spread over one paced stream's length, so the phase does not open with every client at once.
+            var spread = TimeSpan.FromMilliseconds((double)gapMs * MockUpstream.Chunks / concurrency);
+            var loops = Enumerable.Range(0, concurrency).Select(i => Task.Run(async () =>
             {
+                if (i > 0 && spread > TimeSpan.Zero)
+                {
+                    await Task.Delay(spread * i, cancellationToken);
+                }
+
                 while (Stopwatch.GetTimestamp() < deadline && Interlocked.Increment(ref _started) <= maxRequests)
                 {
                     cancellationToken.ThrowIfCancellationRequested();

@@ -22,14 +22,14 @@ namespace AiStream.Gateway.Transports;
 /// </para>
 /// <para>
 /// It takes a connection only when the first request on it is a watch it fully understands and that passes the same
-/// checks as the endpoint (<see cref="SessionSseWatch.Prepare"/>); everything else, including invalid watches (which
+/// checks as the endpoint (<see cref="SessionSseWatch.Check"/>); everything else, including invalid watches (which
 /// then get the endpoint's 400), TLS, HTTP/2 and every later request on a kept-alive connection, reaches Kestrel's HTTP
 /// layer untouched: nothing is consumed until the request is accepted. The stream is the endpoint's
 /// (<see cref="SessionSseWatch.RunAsync"/>), byte for byte; the response head differs only in <c>Connection: close</c>
 /// instead of chunked encoding.
 /// </para>
 /// </summary>
-internal sealed partial class LeanSseConnections : IDisposable
+internal sealed class LeanSseConnections : IDisposable
 {
     private readonly SessionSseWatch _watch;
     private readonly TimeProvider _time;

@@ -16,8 +16,6 @@ namespace AiStream.Gateway.Transports;
 /// </summary>
 internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore store, RunManager runs, IPresenceStore presence) : Hub
 {
-    private const string IdentityKey = "aistream.identity";
-
     /// <summary>Reads the member identity from the hub URL (<c>?clientId=&amp;name=</c>); a bad one refuses the connection.</summary>
     public override Task OnConnectedAsync()
     {
@@ -28,7 +26,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
             throw new HubException("Invalid identity: " + error);
         }
 
-        Context.Items[IdentityKey] = identity;
+        subscriptions.Connect(Context.ConnectionId, identity);
         return base.OnConnectedAsync();
     }
 
@@ -53,7 +51,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
         }
     }
 
-    private MemberIdentity Identity => (MemberIdentity)Context.Items[IdentityKey]!;
+    private MemberIdentity Identity => subscriptions.IdentityOf(Context.ConnectionId);
 
     /// <summary>Joins a session: a replay after <paramref name="afterSeq"/> or a catch-up snapshot, then the live tail.</summary>
     public async Task<JoinResult> Join(string sessionId, long? afterSeq)
@@ -141,13 +139,22 @@ internal sealed class RawEventConverter : JsonConverter<RawEvent>
 
 /// <summary>
 /// Each (connection, session) join has its own bounded subscriber and a pump that sends its events in order.
-/// A slow connection only ever slows its own pump.
+/// A slow connection only ever slows its own pump. The per-connection state (identity and joins) is one small object
+/// in one dictionary, not SignalR's per-connection Items dictionary and a concurrent dictionary per connection (about
+/// 1 KB of every idle hub connection).
 /// </summary>
 internal sealed class HubSubscriptions(
     ISessionStore store, IPresenceStore presence, IHubContext<SessionHub> hub, IOptions<SessionsOptions> options, WatchTicker ticker,
     ILogger<SessionSubscriberLog> logger)
 {
-    private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, Pump>> _connections = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, HubConnection> _connections = new(StringComparer.Ordinal);
+
+    /// <summary>Registers a connection and its member identity (from <c>OnConnectedAsync</c>).</summary>
+    public void Connect(string connectionId, MemberIdentity identity) => _connections[connectionId] = new HubConnection(identity);
+
+    /// <summary>The identity a connection connected with.</summary>
+    public MemberIdentity IdentityOf(string connectionId) =>
+        _connections.TryGetValue(connectionId, out var connection) ? connection.Identity : throw new HubException("The connection is closing.");
 
     public async Task<JoinResult> JoinAsync(string connectionId, MemberIdentity identity, string sessionId, long? afterSeq, CancellationToken connectionAborted)
     {
@@ -156,17 +163,36 @@ internal sealed class HubSubscriptions(
         var first = await store.SubscribeAsync(sessionId, afterSeq, subscriber, connectionAborted);
         SessionSubscriberLog.Joined(logger, sessionId, afterSeq ?? -1, first.HeadSeq, first.IsSnapshot);
         var pump = new Pump(subscriber, identity);
-        _connections.GetOrAdd(connectionId, _ => new(StringComparer.Ordinal))[sessionId] = pump;
+        if (!_connections.TryGetValue(connectionId, out var connection) || !connection.TryAdd(sessionId, pump))
+        {
+            // The connection closed while the join was subscribing.
+            store.Unsubscribe(sessionId, subscriber);
+            throw new HubException("The connection is closing.");
+        }
+
         // Joining makes the member present; SignalR's own keep-alive ends a dead connection, which ends the join.
         await presence.ConnectAsync(sessionId, identity, connectionId);
-        pump.Renewal = ticker.Add(null, sessionId, identity.Id, connectionId);
+        var renewal = ticker.Add(null, sessionId, identity.Id, connectionId);
+        lock (pump)
+        {
+            // A leave that came while the join was connecting has already stopped the pump: renew nothing.
+            if (pump.Stopped)
+            {
+                ticker.Remove(renewal);
+            }
+            else
+            {
+                pump.Renewal = renewal;
+            }
+        }
+
         pump.Task = Task.Run(() => PumpAsync(connectionId, sessionId, pump, first.Events), CancellationToken.None);
         return new JoinResult(sessionId, first.HeadSeq, first.IsSnapshot);
     }
 
     public async Task LeaveAsync(string connectionId, string sessionId, bool rejoining = false)
     {
-        if (_connections.TryGetValue(connectionId, out var sessions) && sessions.TryRemove(sessionId, out var pump))
+        if (_connections.TryGetValue(connectionId, out var connection) && connection.TryRemove(sessionId, null) is { } pump)
         {
             await StopAsync(connectionId, sessionId, pump, presenceToo: !rejoining);
         }
@@ -174,9 +200,9 @@ internal sealed class HubSubscriptions(
 
     public async Task LeaveAllAsync(string connectionId)
     {
-        if (_connections.TryRemove(connectionId, out var sessions))
+        if (_connections.TryRemove(connectionId, out var connection))
         {
-            foreach (var (sessionId, pump) in sessions)
+            foreach (var (sessionId, pump) in connection.Close())
             {
                 await StopAsync(connectionId, sessionId, pump, presenceToo: true);
             }
@@ -186,10 +212,19 @@ internal sealed class HubSubscriptions(
     private async Task StopAsync(string connectionId, string sessionId, Pump pump, bool presenceToo)
     {
         store.Unsubscribe(sessionId, pump.Subscriber);
-        if (pump.Renewal is { } renewal)
+        WatchTicker.Entry? renewal;
+        lock (pump)
+        {
+            pump.Stopped = true;
+            renewal = pump.Renewal;
+            pump.Renewal = null;
+        }
+
+        if (renewal is not null)
         {
             ticker.Remove(renewal);
         }
+
         if (presenceToo)
         {
             await presence.DisconnectAsync(sessionId, pump.Identity.Id, connectionId);
@@ -236,9 +271,60 @@ internal sealed class HubSubscriptions(
         }
         finally
         {
-            if (_connections.TryGetValue(connectionId, out var sessions) && sessions.TryRemove(new KeyValuePair<string, Pump>(sessionId, pump)))
+            if (_connections.TryGetValue(connectionId, out var connection) && connection.TryRemove(sessionId, pump) is not null)
             {
                 await StopAsync(connectionId, sessionId, pump, presenceToo: true);
+            }
+        }
+    }
+
+    /// <summary>A hub connection: who it is and the sessions it joined (usually one), under its own lock.</summary>
+    private sealed class HubConnection(MemberIdentity identity)
+    {
+        private readonly Lock _lock = new();
+        private Dictionary<string, Pump>? _joins;
+        private bool _closed;
+
+        public MemberIdentity Identity { get; } = identity;
+
+        public bool TryAdd(string sessionId, Pump pump)
+        {
+            lock (_lock)
+            {
+                if (_closed)
+                {
+                    return false;
+                }
+
+                (_joins ??= new(1, StringComparer.Ordinal))[sessionId] = pump;
+                return true;
+            }
+        }
+
+        /// <summary>Removes the session's join (only if it is <paramref name="expected"/>, when given) and returns it.</summary>
+        public Pump? TryRemove(string sessionId, Pump? expected)
+        {
+            lock (_lock)
+            {
+                if (_joins is null || !_joins.TryGetValue(sessionId, out var pump) || (expected is not null && pump != expected))
+                {
+                    return null;
+                }
+
+                _joins.Remove(sessionId);
+                return pump;
+            }
+        }
+
+        /// <summary>Refuses further joins and hands back the current ones.</summary>
+        public List<KeyValuePair<string, Pump>> Close()
+        {
+            lock (_lock)
+            {
+                _closed = true;
+                var joins = _joins is null ? [] : _joins.ToList();
+                _joins = null;
+                return joins;
             }
         }
     }
@@ -249,5 +335,6 @@ internal sealed class HubSubscriptions(
         public MemberIdentity Identity { get; } = identity;
         public Task? Task { get; set; }
         public WatchTicker.Entry? Renewal { get; set; }
+        public bool Stopped { get; set; }
     }
 }

@@ -49,8 +49,16 @@ internal sealed class SessionSseWatch(
     IOptions<SessionsOptions> sessionOptions,
     IOptions<TransportsOptions> transportOptions,
     WatchTicker ticker,
+    IHostApplicationLifetime lifetime,
     ILogger<SessionSubscriberLog> logger)
 {
+    /// <summary>The close reason of watches ended because the host is stopping.</summary>
+    public const string ShuttingDown = "the gateway is shutting down; reconnect";
+
+    // Open watches would otherwise hold the shutdown until its timeout and then be cut without a word.
+    private readonly CancellationTokenRegistration _onStopping =
+        lifetime.ApplicationStopping.Register(static t => ((WatchTicker)t!).CloseWatches(ShuttingDown), ticker);
+
     /// <summary>The answer when the session store cannot take a watcher (Redis unreachable and nothing to fall back on).</summary>
     public static readonly ApiError Unavailable = new(StatusCodes.Status503ServiceUnavailable,
         "The session store is unavailable; retry shortly.", "server_error", "session_store_unavailable");
@@ -175,7 +183,11 @@ internal sealed class SessionSseWatch(
 
             if (subscriber.CloseReason is { } reason && !cancellationToken.IsCancellationRequested)
             {
-                SessionSubscriberLog.Dropped(logger, sessionId, reason);
+                if (!string.Equals(reason, ShuttingDown, StringComparison.Ordinal))
+                {
+                    SessionSubscriberLog.Dropped(logger, sessionId, reason);
+                }
+
                 SessionFrames.WriteComment(writer, "disconnected: " + reason);
                 await writer.FlushAsync(cancellationToken);
             }

@@ -82,6 +82,25 @@ internal sealed class WatchTicker : IDisposable
         }
     }
 
+    /// <summary>
+    /// Ends every SSE watch with <paramref name="reason"/> (the host is stopping): each writes its
+    /// <c>: disconnected:</c> comment and ends, so EventSource clients reconnect, to another node behind a load
+    /// balancer, at once instead of when the shutdown timeout cuts them off.
+    /// </summary>
+    public void CloseWatches(string reason)
+    {
+        List<Subscriber> watches;
+        lock (_lock)
+        {
+            watches = [.. _entries.Select(e => e.Subscriber).OfType<Subscriber>()];
+        }
+
+        foreach (var subscriber in watches)
+        {
+            subscriber.Close(reason);
+        }
+    }
+
     public void Dispose() => _timer.Dispose();
 
     private void Tick()

@@ -214,6 +214,36 @@ public sealed class LeanSseConnectionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Shutdown_EndsEveryWatchWithAReason_AndTheGatewayExitsWithoutWaitingForThem()
+    {
+        var session = NewSession();
+        using var leanHandler = new SocketsHttpHandler();
+        using var leanClient = new HttpClient(leanHandler) { BaseAddress = _gateway.BaseAddress };
+        using var lean = await leanClient.GetAsync($"api/sessions/{session}/events?clientId=a", HttpCompletionOption.ResponseHeadersRead);
+        using var pipelineHandler = new SocketsHttpHandler { MaxConnectionsPerServer = 1 };
+        using var pipelineClient = new HttpClient(pipelineHandler) { BaseAddress = _gateway.BaseAddress };
+        (await pipelineClient.GetAsync("healthz")).EnsureSuccessStatusCode();
+        using var pipeline = await pipelineClient.GetAsync($"api/sessions/{session}/events?clientId=b", HttpCompletionOption.ResponseHeadersRead);
+        Assert.True(lean.Headers.ConnectionClose);
+        Assert.True(pipeline.Headers.TransferEncodingChunked);
+        using var leanReader = new SseReader(await lean.Content.ReadAsStreamAsync());
+        using var pipelineReader = new SseReader(await pipeline.Content.ReadAsStreamAsync());
+        await ReadUntilAsync(leanReader, "\"id\":\"b\"");
+        await ReadUntilAsync(pipelineReader, "presence.join");
+
+        // SIGTERM; StopAsync fails if the process is still there 10 s later (the host's shutdown timeout is 30 s).
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await _gateway.StopAsync();
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(8), $"stopped after {clock.Elapsed}");
+        foreach (var reader in new[] { leanReader, pipelineReader })
+        {
+            var last = await ReadUntilAsync(reader, ": disconnected: ");
+            Assert.Equal([": disconnected: the gateway is shutting down; reconnect"], last[^1]);
+            Assert.Null(await reader.NextEventAsync().WaitAsync(Patience));
+        }
+    }
+
+    [Fact]
     public async Task ConnectionThatSendsNothing_IsClosedByTheServer()
     {
         using var raw = await RawConnection.OpenAsync(_gateway.Port);

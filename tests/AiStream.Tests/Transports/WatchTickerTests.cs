@@ -101,6 +101,27 @@ public sealed class WatchTickerTests : IDisposable
         Assert.False(await CompletesAsync(Task.WhenAny(beats[0], beats[1], beats[4]), 50));
     }
 
+    [Fact]
+    public async Task CloseWatches_EndsEveryServedWatchWithTheReason_AndLeavesOthersAlone()
+    {
+        var served = new[] { new Subscriber(1000, 2000), new Subscriber(1000, 2000) };
+        var removed = new Subscriber(1000, 2000);
+        _ticker.Add(served[0], "s", "a", "c1");
+        _ticker.Add(null, "s", "hub", "c2");
+        _ticker.Remove(_ticker.Add(removed, "s", "c", "c3"));
+        _ticker.Add(served[1], "t", "d", "c4");
+
+        _ticker.CloseWatches("going away");
+
+        foreach (var subscriber in served)
+        {
+            Assert.Equal("going away", subscriber.CloseReason);
+            Assert.Equal((false, false), await subscriber.DrainAsync([]));
+        }
+
+        Assert.False(removed.IsClosed);
+    }
+
     private async Task AdvanceToAsync(double seconds)
     {
         while ((_time.GetUtcNow() - _time.Start).TotalSeconds < seconds - 1e-9)

@@ -6,8 +6,9 @@ namespace AiStream.Gateway.Transports;
 
 /// <summary>
 /// Heartbeats of every open SSE watch and presence renewals of every watch and hub join, from one timer. Two timers per
-/// watch (each a timer queue entry, its wrapper, callback and state) were about 400 bytes of an idle watcher. The timer ticks every twentieth of
-/// the shorter interval, so each watch keeps its own phase and is served within 5% of its interval.
+/// watch (each a timer queue entry, its wrapper, callback and state) were about 400 bytes of an idle watcher. The
+/// timer ticks every twentieth of the shorter interval, so each watch keeps its own phase and is served within 5% of
+/// its interval. Hand-written because no library keeps many per-item deadlines on one timer.
 /// </summary>
 internal sealed class WatchTicker : IDisposable
 {

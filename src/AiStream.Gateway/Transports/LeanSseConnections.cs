@@ -35,7 +35,7 @@ internal sealed class LeanSseConnections : IDisposable
     private readonly TimeProvider _time;
     private readonly ILogger<LeanSseConnections> _logger;
     private readonly Lock _peeksLock = new();
-    private readonly List<Peek> _peeks = [];
+    private readonly SlotList<Peek> _peeks = new();
     private readonly ITimer _sweep;
 
     public LeanSseConnections(SessionSseWatch watch, TimeProvider time, ILogger<LeanSseConnections> logger)
@@ -69,7 +69,6 @@ internal sealed class LeanSseConnections : IDisposable
         var peek = new Peek(input, _time.GetTimestamp() + (long)(timeout.TotalSeconds * _time.TimestampFrequency));
         lock (_peeksLock)
         {
-            peek.Index = _peeks.Count;
             _peeks.Add(peek);
         }
 
@@ -104,7 +103,7 @@ internal sealed class LeanSseConnections : IDisposable
         {
             lock (_peeksLock)
             {
-                RemovePeekLocked(peek);
+                _peeks.Remove(peek);
                 if (peek.Cancelled && !sawCancel && input.TryRead(out var pending))
                 {
                     // The sweep cancelled just as the head arrived: take the cancellation here, not in the next reader.
@@ -127,24 +126,10 @@ internal sealed class LeanSseConnections : IDisposable
                     // The pending read returns IsCanceled and the connection goes to Kestrel.
                     peek.Input.CancelPendingRead();
                     peek.Cancelled = true;
-                    RemovePeekLocked(peek);
+                    _peeks.Remove(peek);
                 }
             }
         }
-    }
-
-    private void RemovePeekLocked(Peek peek)
-    {
-        if (peek.Index < 0)
-        {
-            return;
-        }
-
-        var last = _peeks[^1];
-        _peeks[peek.Index] = last;
-        last.Index = peek.Index;
-        _peeks.RemoveAt(_peeks.Count - 1);
-        peek.Index = -1;
     }
 
     /// <summary>Checks the watch as the endpoint does and renders the response head; null sends it to Kestrel.</summary>
@@ -228,13 +213,11 @@ internal sealed class LeanSseConnections : IDisposable
     private sealed record Accepted(SessionSseWatch.Request Request, byte[] ResponseHead, int HeadLength);
 
     /// <summary>A connection waiting for its first request head.</summary>
-    private sealed class Peek(PipeReader input, long deadline)
+    private sealed class Peek(PipeReader input, long deadline) : Slotted
     {
         public PipeReader Input { get; } = input;
 
         public long Deadline { get; } = deadline;
-
-        public int Index { get; set; } = -1;
 
         public bool Cancelled { get; set; }
     }

@@ -36,20 +36,27 @@ internal sealed class SseRequestHead
     /// <summary>The session id from the path (the id pattern only, so no decoding applies).</summary>
     public required string SessionId { get; init; }
 
+    // Null until seen, so that a value sent twice is noticed even when the first one was empty.
+    private string? _lastEventId;
+    private string? _after;
+    private string? _clientId;
+    private string? _name;
+    private string? _color;
+
     /// <summary>The <c>Last-Event-ID</c> header, or empty.</summary>
-    public string LastEventId { get; private set; } = "";
+    public string LastEventId => _lastEventId ?? "";
 
     /// <summary>Decoded query values (empty when absent).</summary>
-    public string After { get; private set; } = "";
+    public string After => _after ?? "";
 
     /// <inheritdoc cref="After"/>
-    public string ClientId { get; private set; } = "";
+    public string ClientId => _clientId ?? "";
 
     /// <inheritdoc cref="After"/>
-    public string Name { get; private set; } = "";
+    public string Name => _name ?? "";
 
     /// <inheritdoc cref="After"/>
-    public string Color { get; private set; } = "";
+    public string Color => _color ?? "";
 
     /// <summary>The <c>aistream_cid</c> cookie, if sent.</summary>
     public string? Remembered { get; private set; }
@@ -173,12 +180,12 @@ internal sealed class SseRequestHead
 
             if (Is(name, "Last-Event-ID"u8))
             {
-                if (parsed.LastEventId.Length > 0)
+                if (parsed._lastEventId is not null)
                 {
                     return ParseStatus.NotOurs;
                 }
 
-                parsed.LastEventId = Encoding.ASCII.GetString(value);
+                parsed._lastEventId = Encoding.ASCII.GetString(value);
             }
 
             if (Is(name, "Cookie"u8) && !parsed.ReadCookie(value))
@@ -202,45 +209,28 @@ internal sealed class SseRequestHead
         foreach (var pair in new Microsoft.AspNetCore.WebUtilities.QueryStringEnumerable(query))
         {
             var name = pair.DecodeName().Span;
-            if (name.Equals("after", StringComparison.OrdinalIgnoreCase))
+            var taken = name.Equals("after", StringComparison.OrdinalIgnoreCase) ? Take(ref _after, pair)
+                : name.Equals("clientId", StringComparison.OrdinalIgnoreCase) ? Take(ref _clientId, pair)
+                : name.Equals("name", StringComparison.OrdinalIgnoreCase) ? Take(ref _name, pair)
+                : !name.Equals("color", StringComparison.OrdinalIgnoreCase) || Take(ref _color, pair);
+            if (!taken)
             {
-                if (After.Length > 0)
-                {
-                    return false;
-                }
-
-                After = pair.DecodeValue().ToString();
-            }
-            else if (name.Equals("clientId", StringComparison.OrdinalIgnoreCase))
-            {
-                if (ClientId.Length > 0)
-                {
-                    return false;
-                }
-
-                ClientId = pair.DecodeValue().ToString();
-            }
-            else if (name.Equals("name", StringComparison.OrdinalIgnoreCase))
-            {
-                if (Name.Length > 0)
-                {
-                    return false;
-                }
-
-                Name = pair.DecodeValue().ToString();
-            }
-            else if (name.Equals("color", StringComparison.OrdinalIgnoreCase))
-            {
-                if (Color.Length > 0)
-                {
-                    return false;
-                }
-
-                Color = pair.DecodeValue().ToString();
+                return false;
             }
         }
 
         return true;
+
+        static bool Take(ref string? field, Microsoft.AspNetCore.WebUtilities.QueryStringEnumerable.EncodedNameValuePair pair)
+        {
+            if (field is not null)
+            {
+                return false;
+            }
+
+            field = pair.DecodeValue().ToString();
+            return true;
+        }
     }
 
     /// <summary>

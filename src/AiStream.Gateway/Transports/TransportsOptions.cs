@@ -27,7 +27,7 @@ public sealed class TransportsOptions
     public bool EventLoopIo { get; set; } = true;
 
     /// <summary>
-    /// Serve plain HTTP/1.1 SSE watches at the connection level (see <c>LeanSseConnections</c>): about a third of the
+    /// Serve plain HTTP/1.1 SSE watches at the connection level (see <c>LeanSseConnections</c>): about half the
     /// memory per idle watcher, same events. Off only when <c>AllowedHosts</c> restricts hosts. Default true; read at start.
     /// </summary>
     public bool LeanSseConnections { get; set; } = true;

@@ -13,7 +13,7 @@ namespace AiStream.Gateway.Transports;
 internal sealed class WatchTicker : IDisposable
 {
     private readonly Lock _lock = new();
-    private readonly List<Entry> _entries = [];
+    private readonly SlotList<Entry> _entries = new();
     private readonly List<Entry> _heartbeats = [];
     private readonly List<Entry> _renewals = [];
     private readonly TimeProvider _time;
@@ -58,7 +58,6 @@ internal sealed class WatchTicker : IDisposable
         };
         lock (_lock)
         {
-            entry.Index = _entries.Count;
             _entries.Add(entry);
         }
 
@@ -70,16 +69,7 @@ internal sealed class WatchTicker : IDisposable
     {
         lock (_lock)
         {
-            if (entry.Index < 0)
-            {
-                return;
-            }
-
-            var last = _entries[^1];
-            _entries[entry.Index] = last;
-            last.Index = entry.Index;
-            _entries.RemoveAt(_entries.Count - 1);
-            entry.Index = -1;
+            _entries.Remove(entry);
         }
     }
 
@@ -93,7 +83,14 @@ internal sealed class WatchTicker : IDisposable
         List<Subscriber> watches;
         lock (_lock)
         {
-            watches = [.. _entries.Select(e => e.Subscriber).OfType<Subscriber>()];
+            watches = [];
+            foreach (var entry in _entries)
+            {
+                if (entry.Subscriber is { } subscriber)
+                {
+                    watches.Add(subscriber);
+                }
+            }
         }
 
         foreach (var subscriber in watches)
@@ -155,7 +152,7 @@ internal sealed class WatchTicker : IDisposable
     private long ToTimestamp(TimeSpan interval) => (long)(interval.TotalSeconds * _time.TimestampFrequency);
 
     /// <summary>One watch served by the ticker.</summary>
-    internal sealed class Entry(Subscriber? subscriber, string sessionId, string memberId, string connectionId)
+    internal sealed class Entry(Subscriber? subscriber, string sessionId, string memberId, string connectionId) : Slotted
     {
         public Subscriber? Subscriber { get; } = subscriber;
 
@@ -168,7 +165,5 @@ internal sealed class WatchTicker : IDisposable
         public long NextHeartbeat { get; set; }
 
         public long NextRenewal { get; set; }
-
-        public int Index { get; set; } = -1;
     }
 }

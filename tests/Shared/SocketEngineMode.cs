@@ -1,8 +1,9 @@
 using System.Runtime.CompilerServices;
 
-namespace AiStream.IntegrationTests;
+namespace AiStream.TestShared;
 
 /// <summary>
+/// Compiled into each test assembly that hosts gateways in-process (linked from tests/Shared).
 /// Gateways hosted in this test process run with the runtime's default socket dispatch: the gateway's inline switch
 /// (AiStream:Transports:EventLoopIo) is process-wide and would also change these tests' own clients. Gateways started
 /// as child processes clear this and run with their default (on).

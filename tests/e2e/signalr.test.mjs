@@ -2,7 +2,7 @@
 // are the ones an SSE watcher of the same session gets.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { HubConnectionBuilder, HubConnectionState, LogLevel } from '@microsoft/signalr';
+import { HttpTransportType, HubConnectionBuilder, HubConnectionState, LogLevel } from '@microsoft/signalr';
 import {
   GATEWAY_URL,
   TEST_TIMEOUT_MS,
@@ -17,13 +17,18 @@ import {
   sessionId,
 } from './lib.mjs';
 
-/** A hub connection recording every Event(sessionId, event) it gets. */
-async function connect(t) {
-  const connection = new HubConnectionBuilder()
-    .withUrl(`${GATEWAY_URL}/hubs/sessions`)
-    .withStatefulReconnect()
-    .configureLogging(LogLevel.Warning)
-    .build();
+/**
+ * A hub connection recording every Event(sessionId, event) it gets. By default it negotiates (and asks for stateful
+ * reconnect); with skipNegotiation it opens the WebSocket straight away, which the gateway serves on its lean path.
+ */
+async function connect(t, { skipNegotiation = false } = {}) {
+  const builder = new HubConnectionBuilder();
+  if (skipNegotiation) {
+    builder.withUrl(`${GATEWAY_URL}/hubs/sessions`, { skipNegotiation: true, transport: HttpTransportType.WebSockets });
+  } else {
+    builder.withUrl(`${GATEWAY_URL}/hubs/sessions`).withStatefulReconnect();
+  }
+  const connection = builder.configureLogging(LogLevel.Warning).build();
   const received = [];
   const dropped = [];
   const waiters = new Waiters();
@@ -51,12 +56,13 @@ async function connect(t) {
   };
 }
 
-test('SignalR Join + StartRun: the run arrives as Event(sessionId, event), identical to the SSE watch', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-  const sid = sessionId('hub-run');
+for (const skipNegotiation of [false, true]) {
+test(`SignalR Join + StartRun (${skipNegotiation ? 'WebSocket without negotiation: the lean path' : 'negotiated'}): the run arrives as Event(sessionId, event), identical to the SSE watch`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const sid = sessionId(skipNegotiation ? 'hub-lean' : 'hub-run');
   const watcher = new Watcher(sessionEventsUrl(sid));
   t.after(() => watcher.close());
   await watcher.opened();
-  const hub = await connect(t);
+  const hub = await connect(t, { skipNegotiation });
 
   // The watcher's own presence.join is the only event so far.
   await watcher.until((ms) => ms.some((m) => isPresence(m.event)), 'the watcher joining');
@@ -93,6 +99,7 @@ test('SignalR Join + StartRun: the run arrives as Event(sessionId, event), ident
   assert.deepEqual(hub.dropped, []);
   t.diagnostic(`${viaHub.length} events over the hub`);
 });
+}
 
 test('SignalR Publish returns the position the event arrives with; Leave stops delivery', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const sid = sessionId('hub-pub');

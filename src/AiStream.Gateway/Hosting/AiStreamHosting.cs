@@ -110,7 +110,7 @@ internal static class AiStreamHosting
         services.TryAddSingleton<HubSubscriptions>();
         services.TryAddSingleton<SessionSseWatch>();
         services.TryAddSingleton<WatchTicker>();
-        services.TryAddSingleton<LeanSseConnections>();
+        services.TryAddSingleton<LeanConnections>();
         // Kestrel's limits (Kestrel:Limits:*) from configuration; the host binds only its endpoints by itself.
         services.Configure<KestrelServerOptions>(configuration.GetSection("Kestrel"));
         services.AddOptions<KestrelServerOptions>()
@@ -118,9 +118,9 @@ internal static class AiStreamHosting
             {
                 // Host filtering is middleware the lean path does not pass through, so a host allow-list turns it off.
                 var anyHost = hosts.Value.AllowedHosts.Count == 0 || hosts.Value.AllowedHosts.Contains("*");
-                if (transports.Value.LeanSseConnections && anyHost)
+                if ((transports.Value.LeanSseConnections || transports.Value.LeanHubConnections) && anyHost)
                 {
-                    kestrel.ConfigureEndpointDefaults(listen => listen.Use(next => provider.GetRequiredService<LeanSseConnections>().Wrap(next, kestrel)));
+                    kestrel.ConfigureEndpointDefaults(listen => listen.Use(next => provider.GetRequiredService<LeanConnections>().Wrap(next, kestrel)));
                 }
             });
         services.AddSignalR(options => options.StatefulReconnectBufferSize = 1024 * 1024);

@@ -40,7 +40,7 @@ internal static class SessionSseEndpoint
 
 /// <summary>
 /// One SSE watch of a session: the checks and response headers (<see cref="Prepare"/>), then the stream itself
-/// (<see cref="RunAsync"/>). Shared by the endpoint and by <see cref="LeanSseConnections"/>, so both paths write the
+/// (<see cref="RunAsync"/>). Shared by the endpoint and by <see cref="LeanConnections"/>, so both paths write the
 /// same headers and the same bytes.
 /// </summary>
 internal sealed class SessionSseWatch(

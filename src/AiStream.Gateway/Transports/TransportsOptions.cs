@@ -27,10 +27,17 @@ public sealed class TransportsOptions
     public bool EventLoopIo { get; set; } = true;
 
     /// <summary>
-    /// Serve plain HTTP/1.1 SSE watches at the connection level (see <c>LeanSseConnections</c>): about half the
+    /// Serve plain HTTP/1.1 SSE watches at the connection level (see <c>LeanConnections</c>): about half the
     /// memory per idle watcher, same events. Off only when <c>AllowedHosts</c> restricts hosts. Default true; read at start.
     /// </summary>
     public bool LeanSseConnections { get; set; } = true;
+
+    /// <summary>
+    /// Serve SignalR hub connections that skip negotiation (WebSockets) at the connection level (see
+    /// <c>LeanConnections</c>): SignalR's own hub handler on a WebSocket without an HTTP request held open. Off only
+    /// when <c>AllowedHosts</c> restricts hosts. Default true; read at start.
+    /// </summary>
+    public bool LeanHubConnections { get; set; } = true;
 
     /// <summary>The <c>retry:</c> hint sent to EventSource clients, in milliseconds. Default 2000.</summary>
     [Range(0, 600_000)]

@@ -4,47 +4,60 @@ using System.IO.Pipelines;
 using System.Text;
 using System.Text.Json;
 using AiStream.Gateway.Completions;
+using AiStream.Gateway.Presence;
+using Microsoft.AspNetCore.SignalR;
+using Microsoft.Extensions.Options;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 
 namespace AiStream.Gateway.Transports;
 
 /// <summary>
-/// Serves plain HTTP/1.1 SSE watches (<c>GET /api/sessions/{id}/events</c>) at the connection level, as Kestrel
-/// connection middleware ahead of its HTTP layer (<c>AiStream:Transports:LeanSseConnections</c>).
+/// Serves plain HTTP/1.1 SSE watches (<c>GET /api/sessions/{id}/events</c>, <c>AiStream:Transports:LeanSseConnections</c>)
+/// and SignalR hub connections that skip negotiation (a WebSocket upgrade of <c>GET /hubs/sessions</c>,
+/// <c>AiStream:Transports:LeanHubConnections</c>) at the connection level, as Kestrel connection middleware ahead of
+/// its HTTP layer.
 /// <para>
-/// Why: an idle watch served through the request pipeline keeps Kestrel's whole HTTP/1.1 request state alive for as
-/// long as it is open (the connection object, request and response header collections, two more pipes, the HttpContext
-/// and its features, the request's Activity and logging scopes, each middleware's pending frame): about 12 KB of the
-/// 15 KB a watcher cost. No option of Kestrel drops that state while a response is in flight, so this path reads the
-/// request head itself (<see cref="SseRequestHead"/>), answers with a close-delimited stream, and keeps only the
-/// socket transport and the watch.
+/// Why: a watch or a WebSocket served through the request pipeline keeps Kestrel's whole HTTP/1.1 request state alive
+/// for as long as it is open (the connection object, request and response header collections, two more pipes, the
+/// HttpContext and its features, the request's Activity and logging scopes, each middleware's pending frame): about
+/// 12 KB of the 15 KB an SSE watcher cost, and as much again for a hub connection, plus SignalR's HTTP connection
+/// object and its pipes. No option of Kestrel drops that state while a response is in flight, so this path reads the
+/// request head itself (<see cref="LeanRequestHead"/>) and keeps only the socket transport and what the watch or the
+/// hub needs.
 /// </para>
 /// <para>
-/// It takes a connection only when the first request on it is a watch it fully understands and that passes the same
-/// checks as the endpoint (<see cref="SessionSseWatch.Check"/>); everything else, including invalid watches (which
-/// then get the endpoint's 400), TLS, HTTP/2 and every later request on a kept-alive connection, reaches Kestrel's HTTP
-/// layer untouched: nothing is consumed until the request is accepted. The stream is the endpoint's
-/// (<see cref="SessionSseWatch.RunAsync"/>), byte for byte; the response head differs only in <c>Connection: close</c>
-/// instead of chunked encoding.
+/// It takes a connection only when the first request on it is one it fully understands and that passes the same
+/// checks as the endpoint (<see cref="SessionSseWatch.Check"/>, <see cref="ClientIdentity.FromValues"/>); everything
+/// else, including invalid requests (which then get the endpoint's or the hub's answer), TLS, HTTP/2, negotiated hub
+/// connections and every later request on a kept-alive connection, reaches Kestrel's HTTP layer untouched: nothing is
+/// consumed until the request is accepted. A watch is the endpoint's stream (<see cref="SessionSseWatch.RunAsync"/>),
+/// byte for byte, with <c>Connection: close</c> instead of chunked encoding; a hub connection is SignalR's own hub
+/// handler on a WebSocket (<see cref="LeanHubConnection"/>).
 /// </para>
 /// </summary>
-internal sealed class LeanSseConnections : IDisposable
+internal sealed class LeanConnections : IDisposable
 {
     private readonly SessionSseWatch _watch;
+    private readonly IServiceProvider _services;
+    private readonly TransportsOptions _options;
     private readonly TimeProvider _time;
-    private readonly ILogger<LeanSseConnections> _logger;
+    private readonly ILogger<LeanConnections> _logger;
     private readonly Lock _peeksLock = new();
     private readonly SlotList<Peek> _peeks = new();
     private readonly ITimer _sweep;
 
-    public LeanSseConnections(SessionSseWatch watch, TimeProvider time, ILogger<LeanSseConnections> logger)
+    private ConnectionHandler? _hub;
+
+    public LeanConnections(SessionSseWatch watch, IServiceProvider services, IOptions<TransportsOptions> options, TimeProvider time, ILogger<LeanConnections> logger)
     {
         _watch = watch;
+        _services = services;
+        _options = options.Value;
         _time = time;
         _logger = logger;
         // One timer ends every overdue wait for a first request, instead of a timer per connection.
-        _sweep = time.CreateTimer(static s => ((LeanSseConnections)s!).Sweep(), this, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        _sweep = time.CreateTimer(static s => ((LeanConnections)s!).Sweep(), this, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
     }
 
     /// <summary>Puts the lean path in front of <paramref name="next"/>, the rest of an endpoint's connection pipeline.</summary>
@@ -57,7 +70,7 @@ internal sealed class LeanSseConnections : IDisposable
     private async Task OnConnectedAsync(ConnectionContext connection, ConnectionDelegate next, KestrelServerOptions kestrel)
     {
         var accepted = await AcceptAsync(connection.Transport.Input, kestrel.Limits.RequestHeadersTimeout);
-        await (accepted is null ? next(connection) : ServeAsync(connection, accepted));
+        await (accepted is null ? next(connection) : accepted.Hub is null ? ServeAsync(connection, accepted) : ServeHubAsync(connection, accepted));
     }
 
     /// <summary>
@@ -80,9 +93,9 @@ internal sealed class LeanSseConnections : IDisposable
                 var result = await input.ReadAsync();
                 sawCancel = result.IsCanceled;
                 var buffer = result.Buffer;
-                SseRequestHead? head = null;
-                var status = result.IsCanceled ? SseRequestHead.ParseStatus.NotOurs : SseRequestHead.TryParse(buffer, out head);
-                if (status == SseRequestHead.ParseStatus.Incomplete && !result.IsCompleted)
+                LeanRequestHead? head = null;
+                var status = result.IsCanceled ? LeanRequestHead.ParseStatus.NotOurs : LeanRequestHead.TryParse(buffer, out head);
+                if (status == LeanRequestHead.ParseStatus.Incomplete && !result.IsCompleted)
                 {
                     // Examined all of it, consumed none: the next read waits for more bytes.
                     input.AdvanceTo(buffer.Start, buffer.End);
@@ -91,7 +104,7 @@ internal sealed class LeanSseConnections : IDisposable
 
                 // Examined none: whoever reads next (the serve path or Kestrel) gets the same bytes at once.
                 input.AdvanceTo(buffer.Start);
-                return status == SseRequestHead.ParseStatus.Parsed ? Accept(head!, _time.GetUtcNow()) : null;
+                return status == LeanRequestHead.ParseStatus.Parsed ? Accept(head!, _options, _time.GetUtcNow()) : null;
             }
         }
         catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or OperationCanceledException)
@@ -132,9 +145,23 @@ internal sealed class LeanSseConnections : IDisposable
         }
     }
 
-    /// <summary>Checks the watch as the endpoint does and renders the response head; null sends it to Kestrel.</summary>
-    private static Accepted? Accept(SseRequestHead head, DateTimeOffset now)
+    /// <summary>Checks the request as the endpoint or the hub does and renders the response head; null sends it to Kestrel.</summary>
+    private static Accepted? Accept(LeanRequestHead head, TransportsOptions options, DateTimeOffset now)
     {
+        if (head.Kind == LeanRequestHead.RequestKind.Hub)
+        {
+            // The hub refuses a bad identity after its handshake; Kestrel's path gives the client exactly that.
+            var (identity, _, _) = ClientIdentity.FromValues(head.ClientId, head.Name, head.Color, head.Remembered);
+            return options.LeanHubConnections && identity is not null
+                ? new Accepted(default, LeanHubConnection.SwitchingProtocols(head.WebSocketKey!, now), head.Length, identity)
+                : null;
+        }
+
+        if (!options.LeanSseConnections)
+        {
+            return null;
+        }
+
         var (request, _, generated) = SessionSseWatch.Check(head.SessionId, head.LastEventId, head.After, head.ClientId, head.Name, head.Color, head.Remembered);
         if (request is not { } checkedRequest)
         {
@@ -154,7 +181,23 @@ internal sealed class LeanSseConnections : IDisposable
         }
 
         text.Append("\r\n");
-        return new Accepted(checkedRequest, Encoding.ASCII.GetBytes(text.ToString()), head.Length);
+        return new Accepted(checkedRequest, Encoding.ASCII.GetBytes(text.ToString()), head.Length, null);
+    }
+
+    /// <summary>Answers the upgrade and runs the hub; not async itself, so a hub connection holds no frame of it.</summary>
+    private Task ServeHubAsync(ConnectionContext connection, Accepted accepted)
+    {
+        var input = connection.Transport.Input;
+        // The head is buffered and unexamined (AcceptAsync), so it is there to take.
+        if (!input.TryRead(out var read))
+        {
+            return Task.CompletedTask;
+        }
+
+        input.AdvanceTo(read.Buffer.GetPosition(accepted.HeadLength));
+        connection.Transport.Output.Write(accepted.ResponseHead);
+        _hub ??= _services.GetRequiredService<HubConnectionHandler<SessionHub>>();
+        return LeanHubConnection.RunAsync(connection, accepted.Hub!, _hub, _time, _logger);
     }
 
     private async Task ServeAsync(ConnectionContext connection, Accepted accepted)
@@ -210,7 +253,8 @@ internal sealed class LeanSseConnections : IDisposable
         return true;
     }
 
-    private sealed record Accepted(SessionSseWatch.Request Request, byte[] ResponseHead, int HeadLength);
+    /// <summary>An accepted request: a watch (<paramref name="Request"/>) or a hub connection (<paramref name="Hub"/>, its identity).</summary>
+    private sealed record Accepted(SessionSseWatch.Request Request, byte[] ResponseHead, int HeadLength, MemberIdentity? Hub);
 
     /// <summary>A connection waiting for its first request head.</summary>
     private sealed class Peek(PipeReader input, long deadline) : Slotted
@@ -221,4 +265,11 @@ internal sealed class LeanSseConnections : IDisposable
 
         public bool Cancelled { get; set; }
     }
+}
+
+/// <summary>Log messages of <see cref="LeanConnections"/>.</summary>
+internal static partial class LeanConnectionsLog
+{
+    [LoggerMessage(EventId = 5201, Level = LogLevel.Error, Message = "Hub connection {ConnectionId} on the lean path failed.")]
+    public static partial void HubFailed(ILogger logger, string connectionId, Exception exception);
 }

@@ -4,19 +4,22 @@ using System.Text;
 namespace AiStream.Gateway.Transports;
 
 /// <summary>
-/// The request head of a plain HTTP/1.1 SSE watch, <c>GET /api/sessions/{id}/events</c>, read strictly for
-/// <see cref="LeanSseConnections"/>. Hand-written because Kestrel's parser is internal to it; it only has to recognise
-/// the one request it serves, so anything it does not fully understand (another path or method, HTTP/1.0, a
-/// percent-encoded path, a body, <c>Upgrade</c>, <c>Expect</c>, folded or non-ASCII header lines, a head larger than
+/// The request head of one of the two requests <see cref="LeanConnections"/> serves, read strictly: a plain HTTP/1.1
+/// SSE watch, <c>GET /api/sessions/{id}/events</c>, or a WebSocket upgrade of the SignalR hub with negotiation
+/// skipped, <c>GET /hubs/sessions</c>. Hand-written because Kestrel's parser is internal to it; it only has to
+/// recognise these two, so anything it does not fully understand (another path or method, HTTP/1.0, a percent-encoded
+/// path, a body, <c>Expect</c>, an <c>Upgrade</c> on a watch, a hub request that is not a plain version-13 WebSocket
+/// upgrade or that names a negotiated connection, folded or non-ASCII header lines, a head larger than
 /// <see cref="MaxLength"/>) is <see cref="ParseStatus.NotOurs"/> and goes to Kestrel unchanged.
 /// </summary>
-internal sealed class SseRequestHead
+internal sealed class LeanRequestHead
 {
     /// <summary>Longest head read here; a larger one goes to Kestrel, whose own limits apply.</summary>
     public const int MaxLength = 8 * 1024;
 
     private const int MaxHeaders = 64;
     private static ReadOnlySpan<byte> Prefix => "GET /api/sessions/"u8;
+    private static ReadOnlySpan<byte> HubPrefix => "GET /hubs/sessions"u8;
     private static ReadOnlySpan<byte> Suffix => "/events"u8;
     private static ReadOnlySpan<byte> Version => " HTTP/1.1\r\n"u8;
 
@@ -33,8 +36,24 @@ internal sealed class SseRequestHead
         NotOurs,
     }
 
-    /// <summary>The session id from the path (the id pattern only, so no decoding applies).</summary>
+    /// <summary>Which request it is.</summary>
+    public enum RequestKind
+    {
+        /// <summary><c>GET /api/sessions/{id}/events</c>.</summary>
+        Watch,
+
+        /// <summary>A WebSocket upgrade of <c>GET /hubs/sessions</c> (SignalR, negotiation skipped).</summary>
+        Hub,
+    }
+
+    /// <summary>Which request it is.</summary>
+    public RequestKind Kind { get; private init; }
+
+    /// <summary>The session id from the path of a watch (the id pattern only, so no decoding applies); empty for the hub.</summary>
     public required string SessionId { get; init; }
+
+    /// <summary>The <c>Sec-WebSocket-Key</c> of a hub upgrade (checked: base64 of 16 bytes).</summary>
+    public string? WebSocketKey { get; private set; }
 
     // Null until seen, so that a value sent twice is noticed even when the first one was empty.
     private string? _lastEventId;
@@ -65,7 +84,7 @@ internal sealed class SseRequestHead
     public required int Length { get; init; }
 
     /// <summary>Reads a request head from the start of <paramref name="buffer"/>.</summary>
-    public static ParseStatus TryParse(in ReadOnlySequence<byte> buffer, out SseRequestHead? head)
+    public static ParseStatus TryParse(in ReadOnlySequence<byte> buffer, out LeanRequestHead? head)
     {
         head = null;
         var length = (int)Math.Min(buffer.Length, MaxLength);
@@ -95,18 +114,21 @@ internal sealed class SseRequestHead
         }
     }
 
-    private static ParseStatus Parse(ReadOnlySpan<byte> data, bool truncated, out SseRequestHead? head)
+    private static ParseStatus Parse(ReadOnlySpan<byte> data, bool truncated, out LeanRequestHead? head)
     {
         head = null;
-        var prefix = Prefix;
-        if (data.Length < prefix.Length)
+        RequestKind kind;
+        if (data.StartsWith(Prefix))
         {
-            return prefix.StartsWith(data) ? ParseStatus.Incomplete : ParseStatus.NotOurs;
+            kind = RequestKind.Watch;
         }
-
-        if (!data.StartsWith(prefix))
+        else if (data.StartsWith(HubPrefix))
         {
-            return ParseStatus.NotOurs;
+            kind = RequestKind.Hub;
+        }
+        else
+        {
+            return Prefix.StartsWith(data) || HubPrefix.StartsWith(data) ? ParseStatus.Incomplete : ParseStatus.NotOurs;
         }
 
         var end = data.IndexOf("\r\n\r\n"u8);
@@ -128,19 +150,37 @@ internal sealed class SseRequestHead
         var question = target.IndexOf((byte)'?');
         var path = question < 0 ? target : target[..question];
         var query = question < 0 ? [] : target[question..];
-        var idBytes = path[(prefix.Length - 4)..];
-        if (!idBytes.EndsWith(Suffix))
+        if (!IsQuery(query))
         {
             return ParseStatus.NotOurs;
         }
 
-        idBytes = idBytes[..^Suffix.Length];
-        if (idBytes.Length is 0 or > 128 || !IsSessionId(idBytes) || !IsQuery(query))
+        var sessionId = "";
+        if (kind == RequestKind.Hub)
         {
-            return ParseStatus.NotOurs;
+            if (path.Length != HubPrefix.Length - 4)
+            {
+                return ParseStatus.NotOurs;
+            }
+        }
+        else
+        {
+            var idBytes = path[(Prefix.Length - 4)..];
+            if (!idBytes.EndsWith(Suffix))
+            {
+                return ParseStatus.NotOurs;
+            }
+
+            idBytes = idBytes[..^Suffix.Length];
+            if (idBytes.Length is 0 or > 128 || !IsSessionId(idBytes))
+            {
+                return ParseStatus.NotOurs;
+            }
+
+            sessionId = Encoding.ASCII.GetString(idBytes);
         }
 
-        var parsed = new SseRequestHead { SessionId = Encoding.ASCII.GetString(idBytes), Length = end + 4 };
+        var parsed = new LeanRequestHead { Kind = kind, SessionId = sessionId, Length = end + 4 };
         if (query.Length > 0 && !parsed.ReadQuery(Encoding.ASCII.GetString(query)))
         {
             return ParseStatus.NotOurs;
@@ -148,6 +188,7 @@ internal sealed class SseRequestHead
 
         var hosts = 0;
         var lines = 0;
+        var upgrade = default(WebSocketUpgrade);
         var rest = data[(lineEnd + 2)..(end + 2)];
         while (rest.Length > 0)
         {
@@ -167,8 +208,12 @@ internal sealed class SseRequestHead
                 return ParseStatus.NotOurs;
             }
 
-            if (Is(name, "Transfer-Encoding"u8) || Is(name, "Upgrade"u8) || Is(name, "Expect"u8)
-                || (Is(name, "Content-Length"u8) && !value.SequenceEqual("0"u8)))
+            if (Is(name, "Transfer-Encoding"u8) || Is(name, "Expect"u8) || (Is(name, "Content-Length"u8) && !value.SequenceEqual("0"u8)))
+            {
+                return ParseStatus.NotOurs;
+            }
+
+            if (kind == RequestKind.Hub ? !upgrade.Read(name, value) : Is(name, "Upgrade"u8))
             {
                 return ParseStatus.NotOurs;
             }
@@ -178,7 +223,7 @@ internal sealed class SseRequestHead
                 return ParseStatus.NotOurs;
             }
 
-            if (Is(name, "Last-Event-ID"u8))
+            if (kind == RequestKind.Watch && Is(name, "Last-Event-ID"u8))
             {
                 if (parsed._lastEventId is not null)
                 {
@@ -194,10 +239,12 @@ internal sealed class SseRequestHead
             }
         }
 
-        if (hosts != 1)
+        if (hosts != 1 || (kind == RequestKind.Hub && !upgrade.IsComplete))
         {
             return ParseStatus.NotOurs;
         }
+
+        parsed.WebSocketKey = upgrade.Key;
 
         head = parsed;
         return ParseStatus.Parsed;
@@ -209,6 +256,12 @@ internal sealed class SseRequestHead
         foreach (var pair in new Microsoft.AspNetCore.WebUtilities.QueryStringEnumerable(query))
         {
             var name = pair.DecodeName().Span;
+            if (Kind == RequestKind.Hub && name.Equals("id", StringComparison.OrdinalIgnoreCase))
+            {
+                // A connection token from /negotiate: that connection lives in SignalR's connection manager.
+                return false;
+            }
+
             var taken = name.Equals("after", StringComparison.OrdinalIgnoreCase) ? Take(ref _after, pair)
                 : name.Equals("clientId", StringComparison.OrdinalIgnoreCase) ? Take(ref _clientId, pair)
                 : name.Equals("name", StringComparison.OrdinalIgnoreCase) ? Take(ref _name, pair)
@@ -260,6 +313,81 @@ internal sealed class SseRequestHead
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// The WebSocket handshake headers of a hub request (RFC 6455 4.2.1), each expected once: <c>Upgrade: websocket</c>,
+    /// <c>Connection</c> listing <c>upgrade</c>, <c>Sec-WebSocket-Version: 13</c> and a key of 16 bytes. A requested
+    /// subprotocol goes to Kestrel (the hub selects none); extensions are declined by not answering them, as ASP.NET
+    /// Core does without compression.
+    /// </summary>
+    private struct WebSocketUpgrade
+    {
+        private bool _upgrade;
+        private bool _connection;
+        private bool _version;
+
+        public string? Key { get; private set; }
+
+        public readonly bool IsComplete => _upgrade && _connection && _version && Key is not null;
+
+        /// <summary>Takes one header line; false when the request is not a plain upgrade.</summary>
+        public bool Read(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+        {
+            if (Is(name, "Upgrade"u8))
+            {
+                return Once(ref _upgrade) && Is(value, "websocket"u8);
+            }
+
+            if (Is(name, "Connection"u8))
+            {
+                if (!Once(ref _connection))
+                {
+                    return false;
+                }
+
+                foreach (var range in value.Split((byte)','))
+                {
+                    if (Is(value[range].Trim(" \t"u8), "upgrade"u8))
+                    {
+                        return true;
+                    }
+                }
+
+                return false;
+            }
+
+            if (Is(name, "Sec-WebSocket-Version"u8))
+            {
+                return Once(ref _version) && value.SequenceEqual("13"u8);
+            }
+
+            if (Is(name, "Sec-WebSocket-Key"u8))
+            {
+                Span<byte> decoded = stackalloc byte[18];
+                if (Key is not null || value.Length != 24
+                    || System.Buffers.Text.Base64.DecodeFromUtf8(value, decoded, out _, out var written) != OperationStatus.Done || written != 16)
+                {
+                    return false;
+                }
+
+                Key = Encoding.ASCII.GetString(value);
+                return true;
+            }
+
+            return !Is(name, "Sec-WebSocket-Protocol"u8);
+        }
+
+        private static bool Once(ref bool seen)
+        {
+            if (seen)
+            {
+                return false;
+            }
+
+            seen = true;
+            return true;
+        }
     }
 
     private static bool Is(ReadOnlySpan<byte> name, ReadOnlySpan<byte> expected) => Ascii.EqualsIgnoreCase(name, expected);

@@ -66,7 +66,7 @@ internal sealed class LeanConnections : IDisposable
 
     public void Dispose() => _sweep.Dispose();
 
-    // Kept small: every connection that is not a lean watch (SignalR, completions, ...) holds this frame for its life.
+    // Kept small: every connection (completions, negotiated SignalR, lean hub connections...) holds this frame for its life.
     private async Task OnConnectedAsync(ConnectionContext connection, ConnectionDelegate next, KestrelServerOptions kestrel)
     {
         var accepted = await AcceptAsync(connection.Transport.Input, kestrel.Limits.RequestHeadersTimeout);

@@ -26,10 +26,10 @@ internal sealed class LeanRequestHead
     /// <summary>Outcome of <see cref="TryParse"/>.</summary>
     public enum ParseStatus
     {
-        /// <summary>The bytes so far start a watch request whose head has not ended yet.</summary>
+        /// <summary>The bytes so far start a watch or hub request whose head has not ended yet.</summary>
         Incomplete,
 
-        /// <summary>A complete watch request head.</summary>
+        /// <summary>A complete watch or hub request head.</summary>
         Parsed,
 
         /// <summary>Anything else: Kestrel's to handle.</summary>

@@ -127,33 +127,47 @@ internal sealed class Subscriber(int coalesceThreshold, int hardLimit)
     {
         while (true)
         {
-            bool due;
-            lock (_lock)
+            if (TryDrain(batch) is { } drained)
             {
-                due = _heartbeatDue;
-                _heartbeatDue = false;
-                while (_count > 0)
-                {
-                    batch.Add(_ring[_head]);
-                    _ring[_head] = null!;
-                    _head = (_head + 1) % _ring.Length;
-                    _count--;
-                }
-
-                if (batch.Count > 0 || due)
-                {
-                    return (true, due);
-                }
-
-                if (IsClosed)
-                {
-                    return (false, false);
-                }
+                return drained;
             }
 
-            await _signal.WaitAsync().ConfigureAwait(false);
+            await WaitAsync().ConfigureAwait(false);
         }
     }
+
+    /// <summary>
+    /// The two halves of <see cref="DrainAsync"/>, for the delivery loops: takes what is queued without waiting, or
+    /// returns null when there is nothing yet (then <see cref="WaitAsync"/> and try again). An async method that
+    /// suspends allocates its state machine on every call, so a loop awaiting <see cref="DrainAsync"/> allocated once per
+    /// delivered event per watcher; awaiting <see cref="WaitAsync"/> from the loop's own (long-lived) frame allocates
+    /// nothing.
+    /// </summary>
+    public (bool Open, bool Heartbeat)? TryDrain(List<SessionEvent> batch)
+    {
+        lock (_lock)
+        {
+            var due = _heartbeatDue;
+            _heartbeatDue = false;
+            while (_count > 0)
+            {
+                batch.Add(_ring[_head]);
+                _ring[_head] = null!;
+                _head = (_head + 1) % _ring.Length;
+                _count--;
+            }
+
+            if (batch.Count > 0 || due)
+            {
+                return (true, due);
+            }
+
+            return IsClosed ? (false, false) : null;
+        }
+    }
+
+    /// <summary>Completes when something was queued, a heartbeat is due or the subscriber closed since the last wait.</summary>
+    public ValueTask WaitAsync() => _signal.WaitAsync();
 
     private long LastQueuedSeqLocked() => _count == 0 ? 0 : _ring[(_head + _count - 1) % _ring.Length].Seq;
 

@@ -32,7 +32,15 @@ internal static class SessionEventStream
         var batch = new List<SessionEvent>(); // grows to the largest drain; an idle watcher holds none
         while (true)
         {
-            var (open, heartbeat) = await subscriber.DrainAsync(batch).ConfigureAwait(false);
+            // Subscriber.TryDrain and WaitAsync rather than DrainAsync: waiting then allocates nothing per event.
+            var drained = subscriber.TryDrain(batch);
+            while (drained is null)
+            {
+                await subscriber.WaitAsync().ConfigureAwait(false);
+                drained = subscriber.TryDrain(batch);
+            }
+
+            var (open, heartbeat) = drained.Value;
             if (!open)
             {
                 return;

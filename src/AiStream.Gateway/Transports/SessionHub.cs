@@ -247,8 +247,15 @@ internal sealed class HubSubscriptions(
             var batch = new List<SessionEvent>(); // grows to the largest drain; an idle watcher holds none
             while (true)
             {
-                var (open, _) = await pump.Subscriber.DrainAsync(batch);
-                if (!open)
+                // Subscriber.TryDrain and WaitAsync rather than DrainAsync: waiting then allocates nothing per event.
+                var drained = pump.Subscriber.TryDrain(batch);
+                while (drained is null)
+                {
+                    await pump.Subscriber.WaitAsync();
+                    drained = pump.Subscriber.TryDrain(batch);
+                }
+
+                if (!drained.Value.Open)
                 {
                     break;
                 }

@@ -21,7 +21,7 @@ namespace AiStream.Gateway.Transports;
 /// Why not SignalR's WebSocket transport: that one runs inside an HTTP request that stays open for the connection's
 /// life, so each idle hub connection kept Kestrel's HTTP/1.1 request state, an HttpContext with its features, the
 /// request's Activity and log scopes, a pending frame per middleware and SignalR's HTTP connection object with two more
-/// pipes: more than half of its memory. The transport behaviour here follows SignalR's (<c>WebSocketsServerTransport</c>):
+/// pipes: about half of its memory. The transport behaviour here follows SignalR's (<c>WebSocketsServerTransport</c>):
 /// zero-byte reads while idle, text or binary messages as the hub protocol asks, a close frame when either side ends,
 /// 5 s for the peer's close, a send that stalls for 10 s ends the connection. One difference: each batch the hub
 /// flushes is sent as one WebSocket message at once (<see cref="MessageWriter"/>) instead of through a second pipe and

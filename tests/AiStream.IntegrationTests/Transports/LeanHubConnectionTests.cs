@@ -167,10 +167,8 @@ public sealed class LeanHubConnectionTests : IAsyncLifetime
     public async Task ClosingOrDroppingALeanHubConnection_EndsItsPresence()
     {
         var session = NewSession();
-        using var observerClient = _gateway.CreateClient();
-        using var observer = await observerClient.GetAsync($"api/sessions/{session}/events?clientId=observer", HttpCompletionOption.ResponseHeadersRead);
-        using var reader = new SseReader(await observer.Content.ReadAsStreamAsync());
-        await ReadUntilAsync(reader, "\"id\":\"observer\"");
+        using var observer = await Observer.WatchAsync(_gateway, session);
+        var reader = observer.Reader;
 
         // A client that closes the connection properly.
         var leaver = await HubClient.ConnectAsync(_gateway.BaseAddress, "leaver", skipNegotiation: true);
@@ -181,13 +179,7 @@ public sealed class LeanHubConnectionTests : IAsyncLifetime
 
         // A client whose TCP connection just ends, without a WebSocket close.
         var raw = await RawConnection.OpenAsync(_gateway.Port);
-        await raw.SendAsync("GET /hubs/sessions?clientId=dropper HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
-        Assert.StartsWith("HTTP/1.1 101", await raw.ReadHeadAsync(), StringComparison.Ordinal);
-        var socket = WebSocket.CreateFromStream(raw.Body, new WebSocketCreationOptions { IsServer = false });
-        await SendAsync(socket, "{\"protocol\":\"json\",\"version\":1}");
-        await ReceiveAsync(socket);
-        await SendAsync(socket, "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Join\",\"arguments\":[\"" + session + "\",null]}");
+        await JoinOverRawWebSocketAsync(raw, "dropper", session, "keep-alive, Upgrade");
         Assert.Contains("presence.join", await ReadUntilAsync(reader, "\"id\":\"dropper\""), StringComparison.Ordinal);
         raw.Dispose();
         Assert.Contains("presence.leave", await ReadUntilAsync(reader, "\"id\":\"dropper\""), StringComparison.Ordinal);
@@ -197,19 +189,11 @@ public sealed class LeanHubConnectionTests : IAsyncLifetime
     public async Task ClientThatStopsReading_IsDisconnectedAfterTheSendTimeout_AndLeaves()
     {
         var session = NewSession();
-        using var observerClient = _gateway.CreateClient();
-        using var observer = await observerClient.GetAsync($"api/sessions/{session}/events?clientId=observer", HttpCompletionOption.ResponseHeadersRead);
-        using var reader = new SseReader(await observer.Content.ReadAsStreamAsync());
-        await ReadUntilAsync(reader, "\"id\":\"observer\"");
+        using var observer = await Observer.WatchAsync(_gateway, session);
+        var reader = observer.Reader;
 
         using var raw = await RawConnection.OpenAsync(_gateway.Port, receiveBufferSize: 4096);
-        await raw.SendAsync("GET /hubs/sessions?clientId=stuck HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
-        Assert.StartsWith("HTTP/1.1 101", await raw.ReadHeadAsync(), StringComparison.Ordinal);
-        var socket = WebSocket.CreateFromStream(raw.Body, new WebSocketCreationOptions { IsServer = false });
-        await SendAsync(socket, "{\"protocol\":\"json\",\"version\":1}");
-        await ReceiveAsync(socket);
-        await SendAsync(socket, "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Join\",\"arguments\":[\"" + session + "\",null]}");
+        await JoinOverRawWebSocketAsync(raw, "stuck", session, "Upgrade");
         Assert.Contains("presence.join", await ReadUntilAsync(reader, "\"id\":\"stuck\""), StringComparison.Ordinal);
 
         // The client reads nothing more while megabytes are published: the server's sends stall, and after 10 s the
@@ -274,6 +258,18 @@ public sealed class LeanHubConnectionTests : IAsyncLifetime
         response.EnsureSuccessStatusCode();
     }
 
+    /// <summary>Upgrades <paramref name="raw"/> to a WebSocket, speaks the hub handshake and joins <paramref name="session"/> (the answer is not read).</summary>
+    private static async Task JoinOverRawWebSocketAsync(RawConnection raw, string clientId, string session, string connectionHeader)
+    {
+        await raw.SendAsync($"GET /hubs/sessions?clientId={clientId} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: {connectionHeader}\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+        Assert.StartsWith("HTTP/1.1 101", await raw.ReadHeadAsync(), StringComparison.Ordinal);
+        var socket = WebSocket.CreateFromStream(raw.Body, new WebSocketCreationOptions { IsServer = false });
+        await SendAsync(socket, "{\"protocol\":\"json\",\"version\":1}");
+        await ReceiveAsync(socket);
+        await SendAsync(socket, "{\"type\":1,\"invocationId\":\"1\",\"target\":\"Join\",\"arguments\":[\"" + session + "\",null]}");
+    }
+
     private static Task SendAsync(WebSocket socket, string message) =>
         socket.SendAsync(Encoding.UTF8.GetBytes(message + RecordSeparator), WebSocketMessageType.Text, endOfMessage: true, CancellationToken.None);
 
@@ -307,6 +303,36 @@ public sealed class LeanHubConnectionTests : IAsyncLifetime
             {
                 return text;
             }
+        }
+    }
+
+    /// <summary>An SSE watch of the session by member <c>observer</c>, read up to its own join.</summary>
+    private sealed class Observer : IDisposable
+    {
+        private readonly HttpClient _client;
+        private readonly HttpResponseMessage _response;
+
+        private Observer(HttpClient client, HttpResponseMessage response, SseReader reader)
+        {
+            (_client, _response, Reader) = (client, response, reader);
+        }
+
+        public SseReader Reader { get; }
+
+        public static async Task<Observer> WatchAsync(GatewayProcess gateway, string session)
+        {
+            var client = gateway.CreateClient();
+            var response = await client.GetAsync($"api/sessions/{session}/events?clientId=observer", HttpCompletionOption.ResponseHeadersRead);
+            var observer = new Observer(client, response, new SseReader(await response.Content.ReadAsStreamAsync()));
+            await ReadUntilAsync(observer.Reader, "\"id\":\"observer\"");
+            return observer;
+        }
+
+        public void Dispose()
+        {
+            Reader.Dispose();
+            _response.Dispose();
+            _client.Dispose();
         }
     }
 

@@ -47,6 +47,7 @@ internal sealed class LeanConnections : IDisposable
     private readonly SlotList<Peek> _peeks = new();
     private readonly ITimer _sweep;
 
+    private readonly Action<PipeWriter> _writeUnavailable;
     private ConnectionHandler? _hub;
 
     public LeanConnections(SessionSseWatch watch, IServiceProvider services, IOptions<TransportsOptions> options, TimeProvider time, ILogger<LeanConnections> logger)
@@ -56,6 +57,7 @@ internal sealed class LeanConnections : IDisposable
         _options = options.Value;
         _time = time;
         _logger = logger;
+        _writeUnavailable = output => WriteProblem(output, SessionSseWatch.Unavailable, _time.GetUtcNow());
         // One timer ends every overdue wait for a first request, instead of a timer per connection.
         _sweep = time.CreateTimer(static s => ((LeanConnections)s!).Sweep(), this, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
     }
@@ -200,33 +202,23 @@ internal sealed class LeanConnections : IDisposable
         return LeanHubConnection.RunAsync(connection, accepted.Hub!, _hub, _time, _logger);
     }
 
-    private async Task ServeAsync(ConnectionContext connection, Accepted accepted)
+    /// <summary>
+    /// Runs the watch; not async itself, so an idle watch holds no frame of it. The watch's presence connection is
+    /// the Kestrel connection id (Kestrel's own path uses the request's trace identifier, <c>{id}:00000001</c>, so the
+    /// two never collide), one string less per watcher.
+    /// </summary>
+    private Task ServeAsync(ConnectionContext connection, Accepted accepted)
     {
         var input = connection.Transport.Input;
-        // The head is buffered and unexamined (AcceptAsync), so this read completes at once.
-        var read = await input.ReadAsync();
-        input.AdvanceTo(read.Buffer.GetPosition(accepted.HeadLength));
-        read = default;
-        var output = connection.Transport.Output;
-        var closed = connection.ConnectionClosed;
-        var request = accepted.Request;
-        try
+        // The head is buffered and unexamined (AcceptAsync), so it is there to take.
+        if (!input.TryRead(out var read))
         {
-            var running = _watch.RunAsync(request, output, accepted.ResponseHead, connection.ConnectionId + ":00000001", closed);
-            accepted = null!; // RunAsync holds what it still needs; this frame lives as long as the watch
-            if (await running is { } failure)
-            {
-                SessionSubscriberLog.StartFailed(_logger, request.SessionId, failure);
-                WriteProblem(output, SessionSseWatch.Unavailable, _time.GetUtcNow());
-                await output.FlushAsync(closed);
-            }
-        }
-        catch (OperationCanceledException) when (closed.IsCancellationRequested)
-        {
-            // The watcher left before the stream started.
+            return Task.CompletedTask;
         }
 
+        input.AdvanceTo(read.Buffer.GetPosition(accepted.HeadLength));
         // Returning completes the transport: buffered bytes are sent, then the connection closes.
+        return _watch.RunAsync(accepted.Request, connection.Transport.Output, accepted.ResponseHead, connection.ConnectionId, _writeUnavailable, connection.ConnectionClosed);
     }
 
     private static void WriteProblem(PipeWriter output, ApiError error, DateTimeOffset now)

@@ -22,11 +22,7 @@ internal static class SessionEventStream
         Func<SessionEvent, bool>? isLast,
         CancellationToken cancellationToken)
     {
-        foreach (var e in first)
-        {
-            writer.Write((project?.Invoke(e) ?? e).SseFrame);
-        }
-
+        WriteAll(writer, first, project);
         first = []; // written: this frame lives as long as the watch and must not hold the catch-up events
         await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
         var batch = new List<SessionEvent>(); // grows to the largest drain; an idle watcher holds none
@@ -40,34 +36,52 @@ internal static class SessionEventStream
                 drained = subscriber.TryDrain(batch);
             }
 
-            var (open, heartbeat) = drained.Value;
-            if (!open)
+            if (!drained.Value.Open)
             {
                 return;
             }
 
-            if (heartbeat && batch.Count == 0)
-            {
-                SessionFrames.WriteComment(writer, "heartbeat");
-            }
-
-            var last = false;
-            foreach (var e in batch)
-            {
-                writer.Write((project?.Invoke(e) ?? e).SseFrame);
-                if (isLast?.Invoke(e) == true)
-                {
-                    last = true;
-                    break;
-                }
-            }
-
-            batch.Clear();
+            var last = WriteBatch(writer, batch, drained.Value.Heartbeat, project, isLast);
             var flushed = await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
             if (last || flushed.IsCompleted || flushed.IsCanceled)
             {
                 return;
             }
         }
+    }
+
+    /// <summary>Writes <paramref name="events"/> (catch-up events) without flushing.</summary>
+    public static void WriteAll(PipeWriter writer, IReadOnlyList<SessionEvent> events, Func<SessionEvent, SessionEvent>? project = null)
+    {
+        foreach (var e in events)
+        {
+            writer.Write((project?.Invoke(e) ?? e).SseFrame);
+        }
+    }
+
+    /// <summary>
+    /// Writes a drained batch, or a heartbeat comment when one is due and the batch is empty, without flushing, and
+    /// clears the batch. True when an event <paramref name="isLast"/> accepts was written (what follows it is not).
+    /// </summary>
+    public static bool WriteBatch(PipeWriter writer, List<SessionEvent> batch, bool heartbeat, Func<SessionEvent, SessionEvent>? project = null, Func<SessionEvent, bool>? isLast = null)
+    {
+        if (heartbeat && batch.Count == 0)
+        {
+            SessionFrames.WriteComment(writer, "heartbeat");
+        }
+
+        var last = false;
+        foreach (var e in batch)
+        {
+            writer.Write((project?.Invoke(e) ?? e).SseFrame);
+            if (isLast?.Invoke(e) == true)
+            {
+                last = true;
+                break;
+            }
+        }
+
+        batch.Clear();
+        return last;
     }
 }

@@ -18,7 +18,7 @@ internal static class SessionSseEndpoint
         return app;
     }
 
-    private static async Task<IResult> WatchAsync(HttpContext context, string sessionId, SessionSseWatch watch, ILogger<SessionSubscriberLog> logger)
+    private static async Task<IResult> WatchAsync(HttpContext context, string sessionId, SessionSseWatch watch)
     {
         var (request, error) = SessionSseWatch.Prepare(context, sessionId);
         if (request is not { } watchRequest)
@@ -27,10 +27,9 @@ internal static class SessionSseEndpoint
         }
 
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
-        if (await watch.RunAsync(watchRequest, context.Response.BodyWriter, default, context.TraceIdentifier, context.RequestAborted) is { } failure)
+        if (await watch.RunAsync(watchRequest, context.Response.BodyWriter, default, context.TraceIdentifier, null, context.RequestAborted) is not null)
         {
             // Nothing was written yet.
-            SessionSubscriberLog.StartFailed(logger, sessionId, failure);
             return SessionSseWatch.Unavailable.ToResult();
         }
 
@@ -140,9 +139,15 @@ internal sealed class SessionSseWatch(
     /// <summary>
     /// Streams the session to <paramref name="writer"/> until the watcher leaves or is dropped. The
     /// <paramref name="preamble"/> (the lean path's response head) goes first, once the subscription stands. A failure
-    /// to subscribe is returned, not thrown, with nothing written, so each caller can answer it in its own way.
+    /// to subscribe is logged and returned, not thrown, with nothing written, so each caller can answer it in its own
+    /// way; <paramref name="writeUnavailable"/>, when given, writes that answer here (it is then flushed).
     /// </summary>
-    public async Task<Exception?> RunAsync(Request request, PipeWriter writer, ReadOnlyMemory<byte> preamble, string connectionId, CancellationToken cancellationToken)
+    /// <remarks>
+    /// This frame is the only one an idle lean watch holds (besides the connection's own), so the delivery loop is
+    /// here rather than in <see cref="SessionEventStream.WriteAsync"/>: awaiting that would keep a second state
+    /// machine alive per watcher.
+    /// </remarks>
+    public async Task<Exception?> RunAsync(Request request, PipeWriter writer, ReadOnlyMemory<byte> preamble, string connectionId, Action<PipeWriter>? writeUnavailable, CancellationToken cancellationToken)
     {
         var (sessionId, after, identity) = request;
         var options = sessionOptions.Value;
@@ -152,9 +157,13 @@ internal sealed class SessionSseWatch(
         {
             first = await store.SubscribeAsync(sessionId, after, subscriber, cancellationToken);
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            return e;
+            return null; // the watcher left before the stream started
+        }
+        catch (Exception e)
+        {
+            return await StartFailedAsync(e, sessionId, writer, writeUnavailable, cancellationToken);
         }
 
         SessionSubscriberLog.Joined(logger, sessionId, after ?? -1, first.HeadSeq, first.IsSnapshot);
@@ -167,7 +176,7 @@ internal sealed class SessionSseWatch(
         catch (Exception e) when (e is not OperationCanceledException)
         {
             store.Unsubscribe(sessionId, subscriber);
-            return e;
+            return await StartFailedAsync(e, sessionId, writer, writeUnavailable, cancellationToken);
         }
 
         var ticking = ticker.Add(subscriber, sessionId, identity.Id, connectionId);
@@ -176,10 +185,29 @@ internal sealed class SessionSseWatch(
             writer.Write(preamble.Span);
             preamble = default;
             SessionFrames.WriteRetry(writer, transportOptions.Value.SseRetryMilliseconds);
-            var writing = SessionEventStream.WriteAsync(writer, first.Events, subscriber, null, null, cancellationToken);
+            SessionEventStream.WriteAll(writer, first.Events);
             // The catch-up events (a snapshot can be large) are written by now; the watch must not keep them alive.
             first = null;
-            await writing;
+            var flushed = await writer.FlushAsync(cancellationToken);
+            var batch = new List<SessionEvent>(); // grows to the largest drain; an idle watcher holds none
+            while (!flushed.IsCompleted && !flushed.IsCanceled)
+            {
+                // Subscriber.TryDrain and WaitAsync rather than DrainAsync: waiting then allocates nothing per event.
+                var drained = subscriber.TryDrain(batch);
+                while (drained is null)
+                {
+                    await subscriber.WaitAsync().ConfigureAwait(false);
+                    drained = subscriber.TryDrain(batch);
+                }
+
+                if (!drained.Value.Open)
+                {
+                    break;
+                }
+
+                SessionEventStream.WriteBatch(writer, batch, drained.Value.Heartbeat);
+                flushed = await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+            }
 
             if (subscriber.CloseReason is { } reason && !cancellationToken.IsCancellationRequested)
             {
@@ -204,6 +232,25 @@ internal sealed class SessionSseWatch(
         }
 
         return null;
+    }
+
+    private async Task<Exception> StartFailedAsync(Exception failure, string sessionId, PipeWriter writer, Action<PipeWriter>? writeUnavailable, CancellationToken cancellationToken)
+    {
+        SessionSubscriberLog.StartFailed(logger, sessionId, failure);
+        if (writeUnavailable is not null)
+        {
+            writeUnavailable(writer);
+            try
+            {
+                await writer.FlushAsync(cancellationToken);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                // The watcher left meanwhile.
+            }
+        }
+
+        return failure;
     }
 }
 

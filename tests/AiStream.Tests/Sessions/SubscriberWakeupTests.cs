@@ -14,9 +14,9 @@ public sealed class SubscriberWakeupTests
     private static JsonObject Content(string delta) => new() { ["type"] = "TEXT_MESSAGE_CONTENT", ["messageId"] = "m", ["delta"] = delta };
 
     [Fact]
-    public async Task InlineSet_RunsTheWaiterOnTheSettingThreadBeforeReturning()
+    public async Task InlineWake_RunsTheWaiterOnTheWakingThreadBeforeReturning()
     {
-        var signal = new AsyncSignal();
+        var signal = new Subscriber(1_000, 4_096);
         var ranOn = 0;
         var waiter = WaitThenRecord();
         var setterThread = 0;
@@ -24,7 +24,7 @@ public sealed class SubscriberWakeupTests
         var setter = new Thread(() =>
         {
             setterThread = Environment.CurrentManagedThreadId;
-            signal.Set(inline: true);
+            signal.Wake(inline: true);
             ranBeforeSetReturned = Volatile.Read(ref ranOn);
         });
         setter.Start();
@@ -41,13 +41,13 @@ public sealed class SubscriberWakeupTests
     }
 
     [Fact]
-    public async Task DefaultSet_LeavesTheWaiterToTheThreadPool()
+    public async Task DefaultWake_LeavesTheWaiterToTheThreadPool()
     {
-        var signal = new AsyncSignal();
+        var signal = new Subscriber(1_000, 4_096);
         var ranOnPool = false;
         Thread? ranOn = null;
         var waiter = WaitThenRecord();
-        var setter = new Thread(() => signal.Set());
+        var setter = new Thread(() => signal.Wake());
         setter.Start();
         Assert.True(setter.Join(Patience));
         await waiter.WaitAsync(Patience);
@@ -61,6 +61,19 @@ public sealed class SubscriberWakeupTests
             ranOn = Thread.CurrentThread;
             ranOnPool = Thread.CurrentThread.IsThreadPoolThread;
         }
+    }
+
+    [Fact]
+    public async Task WakeBeforeTheWait_IsRememberedOnce()
+    {
+        var subscriber = new Subscriber(1_000, 4_096);
+        subscriber.Wake();
+        subscriber.Wake();
+        Assert.True(subscriber.WaitAsync().AsTask().IsCompleted);
+        var second = subscriber.WaitAsync().AsTask();
+        Assert.False(second.IsCompleted);
+        subscriber.Wake();
+        await second.WaitAsync(Patience);
     }
 
     [Fact]

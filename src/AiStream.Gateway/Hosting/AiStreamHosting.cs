@@ -7,7 +7,6 @@ using AiStream.Gateway.Scaleout;
 using AiStream.Gateway.Sessions;
 using AiStream.Gateway.Transports;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
-using Microsoft.AspNetCore.HostFiltering;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -37,8 +36,9 @@ internal static class AiStreamHosting
 
     public static WebApplication MapAiStream(this WebApplication app)
     {
-        var eventLoop = app.Services.GetRequiredService<IOptions<TransportsOptions>>().Value.EventLoopIo;
-        EventLoopIo.LogMode(app.Logger, EventLoopIo.InlineCompletions, eventLoop);
+        var transports = app.Services.GetRequiredService<IOptions<TransportsOptions>>().Value;
+        EventLoopIo.LogMode(app.Logger, EventLoopIo.InlineCompletions, transports.EventLoopIo);
+        ThreadPoolFloor.Apply(app.Logger, transports.MinWorkerThreads);
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         // The demo page: a chat that renders word by word and shows who is here.
@@ -110,19 +110,8 @@ internal static class AiStreamHosting
         services.TryAddSingleton<HubSubscriptions>();
         services.TryAddSingleton<SessionSseWatch>();
         services.TryAddSingleton<WatchTicker>();
-        services.TryAddSingleton<LeanConnections>();
         // Kestrel's limits (Kestrel:Limits:*) from configuration; the host binds only its endpoints by itself.
         services.Configure<KestrelServerOptions>(configuration.GetSection("Kestrel"));
-        services.AddOptions<KestrelServerOptions>()
-            .Configure<IOptions<TransportsOptions>, IOptions<HostFilteringOptions>, IServiceProvider>((kestrel, transports, hosts, provider) =>
-            {
-                // Host filtering is middleware the lean path does not pass through, so a host allow-list turns it off.
-                var anyHost = hosts.Value.AllowedHosts.Count == 0 || hosts.Value.AllowedHosts.Contains("*");
-                if ((transports.Value.LeanSseConnections || transports.Value.LeanHubConnections) && anyHost)
-                {
-                    kestrel.ConfigureEndpointDefaults(listen => listen.Use(next => provider.GetRequiredService<LeanConnections>().Wrap(next, kestrel)));
-                }
-            });
         services.AddSignalR(options => options.StatefulReconnectBufferSize = 1024 * 1024);
         services.AddOptions<Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets.SocketTransportOptions>()
             .Configure<IOptions<TransportsOptions>>((sockets, transports) =>

@@ -8,10 +8,11 @@ namespace AiStream.Gateway.Transports;
 /// token is then one receive, one send and no thread switch (with the default thread-pool dispatch it is two
 /// hand-offs, and on a small VM the wake-ups cost more CPU than the relay itself; see README, Benchmarks).
 /// <para>
-/// The trade-off: code that blocks or computes for long inside a socket continuation holds up the other sockets of
-/// that event thread. The gateway's hot paths only parse, copy and write; a deployment that adds blocking code can
-/// turn this off with <c>AiStream:Transports:EventLoopIo=false</c>. An explicit
-/// <c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS</c> in the environment always wins.
+/// The trade-off: code that blocks or computes for long inside a socket continuation holds up every other socket of
+/// that event thread. Agents, tools and host plugins run in this process, so it is opt-in
+/// (<c>AiStream:Transports:EventLoopIo=true</c>) for deployments that run none of them; the default keeps the
+/// runtime's thread-pool dispatch (test: a handler blocking a thread for 500 ms does not delay other watchers). An
+/// explicit <c>DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS</c> in the environment always wins.
 /// </para>
 /// </summary>
 internal static partial class EventLoopIo
@@ -20,7 +21,7 @@ internal static partial class EventLoopIo
     private const string InlineCompletionsVariable = "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS";
 
     public static bool Enabled(IConfiguration configuration) =>
-        configuration.GetValue($"{TransportsOptions.SectionName}:{nameof(TransportsOptions.EventLoopIo)}", true);
+        configuration.GetValue($"{TransportsOptions.SectionName}:{nameof(TransportsOptions.EventLoopIo)}", false);
 
     /// <summary>Sets the socket engine's switch when the configuration asks for it and nobody chose otherwise.</summary>
     public static void ConfigureRuntime(IConfiguration configuration)

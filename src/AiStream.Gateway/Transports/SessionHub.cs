@@ -19,10 +19,8 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
     /// <summary>Reads the member identity from the hub URL (<c>?clientId=&amp;name=</c>); a bad one refuses the connection.</summary>
     public override Task OnConnectedAsync()
     {
-        // A connection on the lean path was checked when its upgrade was read; it has no HTTP context.
         var http = Context.GetHttpContext();
-        var (identity, error) = Context.Features.Get<LeanHubConnection>() is { } lean ? (lean.Identity, null)
-            : http is null ? (null, "no HTTP context") : ClientIdentity.FromRequest(http);
+        var (identity, error) = http is null ? (null, "no HTTP context") : ClientIdentity.FromRequest(http);
         if (identity is null)
         {
             throw new HubException("Invalid identity: " + error);

@@ -27,7 +27,7 @@ internal static class SessionSseEndpoint
         }
 
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
-        if (await watch.RunAsync(watchRequest, context.Response.BodyWriter, default, context.TraceIdentifier, null, context.RequestAborted) is not null)
+        if (await watch.RunAsync(watchRequest, context.Response.BodyWriter, context.TraceIdentifier, context.RequestAborted) is not null)
         {
             // Nothing was written yet.
             return SessionSseWatch.Unavailable.ToResult();
@@ -39,8 +39,7 @@ internal static class SessionSseEndpoint
 
 /// <summary>
 /// One SSE watch of a session: the checks and response headers (<see cref="Prepare"/>), then the stream itself
-/// (<see cref="RunAsync"/>). Shared by the endpoint and by <see cref="LeanConnections"/>, so both paths write the
-/// same headers and the same bytes.
+/// (<see cref="RunAsync"/>).
 /// </summary>
 internal sealed class SessionSseWatch(
     ISessionStore store,
@@ -95,7 +94,7 @@ internal sealed class SessionSseWatch(
     /// The checks of a watch on values already read (empty means absent): session id, position (Last-Event-ID wins
     /// over <c>?after=</c>) and identity. <c>Generated</c> says the client gets a new anonymous id and its cookie.
     /// </summary>
-    public static (Request? Request, ApiError? Error, bool Generated) Check(
+    private static (Request? Request, ApiError? Error, bool Generated) Check(
         string sessionId, string lastEventId, string after, string clientId, string name, string color, string? remembered)
     {
         if (SessionsEndpoints.CheckSessionId(sessionId) is { } idError)
@@ -122,8 +121,8 @@ internal sealed class SessionSseWatch(
             : (new Request(sessionId, afterSeq, identity), null, generated);
     }
 
-    /// <summary>The response headers of a watch stream, the same on both paths.</summary>
-    public static IEnumerable<(string Name, string Value)> ResponseHeaders(string clientId, bool setCookie)
+    /// <summary>The response headers of a watch stream.</summary>
+    private static IEnumerable<(string Name, string Value)> ResponseHeaders(string clientId, bool setCookie)
     {
         if (setCookie)
         {
@@ -137,17 +136,14 @@ internal sealed class SessionSseWatch(
     }
 
     /// <summary>
-    /// Streams the session to <paramref name="writer"/> until the watcher leaves or is dropped. The
-    /// <paramref name="preamble"/> (the lean path's response head) goes first, once the subscription stands. A failure
-    /// to subscribe is logged and returned, not thrown, with nothing written, so each caller can answer it in its own
-    /// way; <paramref name="writeUnavailable"/>, when given, writes that answer here (it is then flushed).
+    /// Streams the session to <paramref name="writer"/> until the watcher leaves or is dropped. A failure to subscribe
+    /// is logged and returned, not thrown, with nothing written, so the endpoint can still answer with a problem.
     /// </summary>
     /// <remarks>
-    /// This frame is the only one an idle lean watch holds (besides the connection's own), so the delivery loop is
-    /// here rather than in <see cref="SessionEventStream.WriteAsync"/>: awaiting that would keep a second state
-    /// machine alive per watcher.
+    /// The delivery loop is here rather than in <see cref="SessionEventStream.WriteAsync"/>: awaiting that would keep a
+    /// second state machine alive per idle watcher.
     /// </remarks>
-    public async Task<Exception?> RunAsync(Request request, PipeWriter writer, ReadOnlyMemory<byte> preamble, string connectionId, Action<PipeWriter>? writeUnavailable, CancellationToken cancellationToken)
+    public async Task<Exception?> RunAsync(Request request, PipeWriter writer, string connectionId, CancellationToken cancellationToken)
     {
         var (sessionId, after, identity) = request;
         var options = sessionOptions.Value;
@@ -163,7 +159,8 @@ internal sealed class SessionSseWatch(
         }
         catch (Exception e)
         {
-            return await StartFailedAsync(e, sessionId, writer, writeUnavailable, cancellationToken);
+            SessionSubscriberLog.StartFailed(logger, sessionId, e);
+            return e;
         }
 
         SessionSubscriberLog.Joined(logger, sessionId, after ?? -1, first.HeadSeq, first.IsSnapshot);
@@ -176,14 +173,13 @@ internal sealed class SessionSseWatch(
         catch (Exception e) when (e is not OperationCanceledException)
         {
             store.Unsubscribe(sessionId, subscriber);
-            return await StartFailedAsync(e, sessionId, writer, writeUnavailable, cancellationToken);
+            SessionSubscriberLog.StartFailed(logger, sessionId, e);
+            return e;
         }
 
         var ticking = ticker.Add(subscriber, sessionId, identity.Id, connectionId);
         try
         {
-            writer.Write(preamble.Span);
-            preamble = default;
             SessionFrames.WriteRetry(writer, transportOptions.Value.SseRetryMilliseconds);
             SessionEventStream.WriteAll(writer, first.Events);
             // The catch-up events (a snapshot can be large) are written by now; the watch must not keep them alive.
@@ -232,25 +228,6 @@ internal sealed class SessionSseWatch(
         }
 
         return null;
-    }
-
-    private async Task<Exception> StartFailedAsync(Exception failure, string sessionId, PipeWriter writer, Action<PipeWriter>? writeUnavailable, CancellationToken cancellationToken)
-    {
-        SessionSubscriberLog.StartFailed(logger, sessionId, failure);
-        if (writeUnavailable is not null)
-        {
-            writeUnavailable(writer);
-            try
-            {
-                await writer.FlushAsync(cancellationToken);
-            }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-            {
-                // The watcher left meanwhile.
-            }
-        }
-
-        return failure;
     }
 }
 

@@ -22,22 +22,17 @@ public sealed class TransportsOptions
 
     /// <summary>
     /// Event-loop socket I/O (see <c>EventLoopIo</c>): socket continuations and response sends run on the I/O threads
-    /// instead of hopping through the thread pool. Default true; read once at start.
+    /// instead of hopping through the thread pool. Less CPU per relayed token, but code that blocks a thread (an agent
+    /// tool, a host plugin) then stalls every socket of that event thread. Default false (opt-in); read once at start.
     /// </summary>
-    public bool EventLoopIo { get; set; } = true;
+    public bool EventLoopIo { get; set; }
 
     /// <summary>
-    /// Serve plain HTTP/1.1 SSE watches at the connection level (see <c>LeanConnections</c>): about half the
-    /// memory per idle watcher, same events. Off only when <c>AllowedHosts</c> restricts hosts. Default true; read at start.
+    /// Minimum thread-pool worker threads (see <c>ThreadPoolFloor</c>), so that a tool or plugin blocking a thread does
+    /// not stall delivery while the pool grows. 0 (default) means four per core, at least 8; never lowers the runtime's.
     /// </summary>
-    public bool LeanSseConnections { get; set; } = true;
-
-    /// <summary>
-    /// Serve SignalR hub connections that skip negotiation (WebSockets) at the connection level (see
-    /// <c>LeanConnections</c>): SignalR's own hub handler on a WebSocket without an HTTP request held open. Off only
-    /// when <c>AllowedHosts</c> restricts hosts. Default true; read at start.
-    /// </summary>
-    public bool LeanHubConnections { get; set; } = true;
+    [Range(0, 32_767)]
+    public int MinWorkerThreads { get; set; }
 
     /// <summary>The <c>retry:</c> hint sent to EventSource clients, in milliseconds. Default 2000.</summary>
     [Range(0, 600_000)]

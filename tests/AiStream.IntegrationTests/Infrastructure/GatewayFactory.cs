@@ -14,11 +14,13 @@ internal sealed class GatewayFactory : WebApplicationFactory<Program>
 {
     private readonly Dictionary<string, string?> _settings;
     private readonly TimeProvider? _time;
+    private readonly Action<IServiceCollection>? _services;
 
-    public GatewayFactory(Dictionary<string, string?>? settings = null, TimeProvider? time = null)
+    public GatewayFactory(Dictionary<string, string?>? settings = null, TimeProvider? time = null, Action<IServiceCollection>? services = null)
     {
         _settings = settings ?? [];
         _time = time;
+        _services = services;
         // Listen explicitly on a free loopback port rather than UseKestrel(0), whose address rewrite can race the start.
         UseKestrel(options => options.Listen(System.Net.IPAddress.Loopback, 0));
     }
@@ -42,6 +44,11 @@ internal sealed class GatewayFactory : WebApplicationFactory<Program>
         if (_time is not null)
         {
             builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton(_time)));
+        }
+
+        if (_services is not null)
+        {
+            builder.ConfigureServices(_services);
         }
     }
 }

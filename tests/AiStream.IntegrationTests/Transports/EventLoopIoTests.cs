@@ -5,16 +5,17 @@ using AiStream.IntegrationTests.Infrastructure;
 namespace AiStream.IntegrationTests.Transports;
 
 /// <summary>
-/// The gateway as a process of its own: by default socket continuations and sends run on the I/O threads
-/// (AiStream:Transports:EventLoopIo), and watching and relaying work the same either way.
+/// The gateway as a process of its own: by default socket continuations run on the thread pool; with
+/// AiStream:Transports:EventLoopIo they and the sends run on the I/O threads, and watching and relaying work the same
+/// either way.
 /// </summary>
 public sealed class EventLoopIoTests
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(10);
 
     [Theory]
-    [InlineData(null, "inline completions True, Kestrel inline scheduling True")]
-    [InlineData("false", "inline completions False, Kestrel inline scheduling False")]
+    [InlineData(null, "inline completions False, Kestrel inline scheduling False")]
+    [InlineData("true", "inline completions True, Kestrel inline scheduling True")]
     public async Task Gateway_ReportsItsSocketMode_AndStreamsEventByEventInIt(string? eventLoopIo, string expected)
     {
         var settings = new Dictionary<string, string?>

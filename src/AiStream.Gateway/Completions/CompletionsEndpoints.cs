@@ -5,7 +5,8 @@ namespace AiStream.Gateway.Completions;
 /// <summary>The OpenAI-compatible surface: <c>/v1/chat/completions</c> and <c>/v1/models</c>.</summary>
 internal static class CompletionsEndpoints
 {
-    public static IEndpointRouteBuilder MapCompletions(this IEndpointRouteBuilder app)
+    /// <summary>Maps <c>/v1</c>; returns the group so the host can attach its authorization policy.</summary>
+    public static RouteGroupBuilder MapCompletions(this IEndpointRouteBuilder app)
     {
         var v1 = app.MapGroup("/v1").WithTags("OpenAI-compatible");
         v1.MapPost("/chat/completions", (HttpContext context, CompletionProxy proxy) => proxy.HandleAsync(context));
@@ -15,7 +16,7 @@ internal static class CompletionsEndpoints
             catalog.TryResolve(id, out var route)
                 ? TypedResults.Json(Entry(route, start), CompletionsJsonContext.Default.ModelEntry)
                 : ApiError.ModelNotFound(id).ToResult());
-        return app;
+        return v1;
     }
 
     private static ModelEntry Entry(ModelRoute route, StartTime start) =>

@@ -4,6 +4,7 @@ using AiStream.Gateway.Presence;
 using AiStream.Gateway.Providers;
 using AiStream.Gateway.Resilience;
 using AiStream.Gateway.Scaleout;
+using AiStream.Gateway.Security;
 using AiStream.Gateway.Sessions;
 using AiStream.Gateway.Transports;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
@@ -23,6 +24,7 @@ internal static class AiStreamHosting
         var services = builder.Services;
         services.AddProblemDetails();
         services.TryAddSingleton(TimeProvider.System);
+        services.AddAiStreamSecurity();
         services.AddAiStreamProviders();
         services.AddAiStreamCompletions();
         services.AddAiStreamDiagnostics();
@@ -41,16 +43,27 @@ internal static class AiStreamHosting
         ThreadPoolFloor.Apply(app.Logger, transports.MinWorkerThreads);
         app.UseExceptionHandler();
         app.UseStatusCodePages();
-        // The demo page: a chat that renders word by word and shows who is here.
+        // A foreign origin is refused before anything answers; listed ones get CORS.
+        app.UseAiStreamOrigins();
+        // The demo page: public files only (it asks for a token when authentication is on).
         app.UseDefaultFiles();
         app.UseStaticFiles();
+        // One front door: every transport below is an endpoint behind the same authentication and authorization.
+        app.UseRouting();
+        app.UseAuthentication();
+        app.UseAuthorization();
         app.MapAiStreamHealth();
-        app.MapCompletions();
+        app.MapCompletions().RequireAuthorization(SecurityHosting.CompletionsPolicy);
         app.MapSessions();
         app.MapPresence();
         app.MapSessionSse();
         app.MapAgUi();
-        app.MapHub<SessionHub>("/hubs/sessions", options => options.AllowStatefulReconnects = true);
+        app.MapHub<SessionHub>("/hubs/sessions", options =>
+        {
+            options.AllowStatefulReconnects = true;
+            // A connection ends when its token expires; the client reconnects with a fresh one and resumes.
+            options.CloseOnAuthenticationExpiration = true;
+        });
         return app;
     }
 
@@ -134,7 +147,8 @@ internal static class AiStreamHosting
     private static void MapAiStreamHealth(this WebApplication app)
     {
         // Liveness: the process answers. Readiness: every configured dependency is usable.
-        app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = _ => false });
-        app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = check => check.Tags.Contains("ready") });
+        app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
+        app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = check => check.Tags.Contains("ready"), ResponseWriter = HealthReportWriter.WriteAsync })
+            .AllowAnonymous();
     }
 }

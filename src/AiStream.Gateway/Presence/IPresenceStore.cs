@@ -2,7 +2,7 @@ using System.Text.Json.Nodes;
 
 namespace AiStream.Gateway.Presence;
 
-/// <summary>Who a member is. <paramref name="Kind"/> is <c>user</c> or <c>agent</c>.</summary>
+/// <summary>Who a member is. <paramref name="Kind"/> is <c>user</c>, <c>agent</c>, or <c>service</c> (an API key).</summary>
 internal sealed record MemberIdentity(string Id, string Name, string? Color, string Kind = "user");
 
 /// <summary>Why a state update was refused.</summary>

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using AiStream.Gateway.Completions;
+using AiStream.Gateway.Security;
 using AiStream.Gateway.Sessions;
 
 namespace AiStream.Gateway.Presence;
@@ -17,11 +18,16 @@ internal static class PresenceEndpoints
         return app;
     }
 
-    private static async Task<IResult> List(string sessionId, IPresenceStore store, int? limit, CancellationToken cancellationToken)
+    private static async Task<IResult> List(string sessionId, HttpContext context, IPresenceStore store, int? limit, CancellationToken cancellationToken)
     {
         if (SessionsEndpoints.CheckSessionId(sessionId) is { } error)
         {
             return error.ToResult();
+        }
+
+        if (SessionAccess.Require(context, sessionId, SessionRights.Read) is { } denied)
+        {
+            return denied;
         }
 
         if (limit is < 1)
@@ -40,7 +46,18 @@ internal static class PresenceEndpoints
             return error.ToResult();
         }
 
-        if (string.IsNullOrEmpty(clientId) || ClientIdentity.CheckIdentity(clientId, null) is not null)
+        if (SessionAccess.Require(request.HttpContext, sessionId, SessionRights.Read) is { } denied)
+        {
+            return denied;
+        }
+
+        // With authentication on, the member is the credential's subject: a caller sets only its own state.
+        var caller = CallerGrants.Of(request.HttpContext);
+        if (!caller.IsAnonymous)
+        {
+            clientId = caller.Subject;
+        }
+        else if (string.IsNullOrEmpty(clientId) || ClientIdentity.CheckIdentity(clientId, null) is not null)
         {
             return ApiError.BadRequest("'clientId' (query) must name the member whose state this is.", "clientId").ToResult();
         }
@@ -56,7 +73,7 @@ internal static class PresenceEndpoints
             return ApiError.BadRequest("The state must be a JSON object.", "state").ToResult();
         }
 
-        return await store.SetStateAsync(sessionId, clientId, state) switch
+        return await store.SetStateAsync(sessionId, clientId!, state) switch
         {
             PresenceUpdate.Applied => TypedResults.NoContent(),
             PresenceUpdate.TooLarge => ApiError.BadRequest("The state is larger than AiStream:Presence:MaxStateBytes.", "state", "state_too_large").ToResult(),
@@ -97,6 +114,11 @@ internal static partial class ClientIdentity
     public static (MemberIdentity? Identity, string? Error) FromRequest(HttpContext context)
     {
         var query = context.Request.Query;
+        if (FromCaller(CallerGrants.Of(context), query["color"].ToString()) is { } authenticated)
+        {
+            return authenticated;
+        }
+
         context.Request.Cookies.TryGetValue(CookieName, out var remembered);
         var (identity, error, generated) = FromValues(query["clientId"].ToString(), query["name"].ToString(), query["color"].ToString(), remembered);
         if (generated && !context.Response.HasStarted)
@@ -131,6 +153,27 @@ internal static partial class ClientIdentity
         var generated = clientId.Length == 0;
         var id = generated ? "anon-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6)) : clientId;
         return (new MemberIdentity(id, name.Length > 0 ? name : id, color.Length > 0 ? color : null), null, generated);
+    }
+
+    /// <summary>
+    /// With authentication on, the identity is the credential's: the member id is its <c>sub</c> and the name its
+    /// <c>name</c>; <c>clientId</c> only tells a member's tabs apart and cannot make the caller appear as someone else.
+    /// Null when the caller is anonymous (authentication off).
+    /// </summary>
+    public static (MemberIdentity? Identity, string? Error)? FromCaller(CallerGrants caller, string color)
+    {
+        if (caller.IsAnonymous)
+        {
+            return null;
+        }
+
+        if (color.Length > 32)
+        {
+            return (null, "color is at most 32 characters");
+        }
+
+        var name = caller.Name is { Length: > 0 and <= 64 } n ? n : caller.Subject!;
+        return (new MemberIdentity(caller.Subject!, name, color.Length > 0 ? color : null, caller.KeyName is null ? "user" : "service"), null);
     }
 
     /// <summary>The <c>Set-Cookie</c> value that keeps a generated id (HttpOnly, SameSite=Lax, whole site).</summary>

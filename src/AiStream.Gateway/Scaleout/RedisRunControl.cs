@@ -48,17 +48,36 @@ internal sealed partial class RedisRunControl(RedisConnection redis, RedisSessio
         }
     }
 
-    public async ValueTask RegisterAsync(string sessionId, string runId)
+    public async ValueTask RegisterAsync(string sessionId, string runId, string? owner)
     {
         try
         {
             var runs = redis.Key(sessionId, "runs");
             await redis.Database.HashSetAsync(runs, runId, redis.NodeId).ConfigureAwait(false);
             await redis.Database.KeyExpireAsync(runs, sessions.KeyTtl).ConfigureAwait(false);
+            if (owner is not null)
+            {
+                // Who may cancel the run without admin, wherever the cancel arrives.
+                var owners = redis.Key(sessionId, "runowners");
+                await redis.Database.HashSetAsync(owners, runId, owner).ConfigureAwait(false);
+                await redis.Database.KeyExpireAsync(owners, sessions.KeyTtl).ConfigureAwait(false);
+            }
         }
         catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
         {
             Log.NotRegistered(logger, sessionId, runId, ex.Message);
+        }
+    }
+
+    public async ValueTask<string?> OwnerElsewhereAsync(string sessionId, string runId)
+    {
+        try
+        {
+            return await redis.Database.HashGetAsync(redis.Key(sessionId, "runowners"), runId).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
+        {
+            throw new SessionStoreUnavailableException("Run control (Redis) is unreachable; try the cancel again shortly.", ex);
         }
     }
 
@@ -67,6 +86,7 @@ internal sealed partial class RedisRunControl(RedisConnection redis, RedisSessio
         try
         {
             await redis.Database.HashDeleteAsync(redis.Key(sessionId, "runs"), runId).ConfigureAwait(false);
+            await redis.Database.HashDeleteAsync(redis.Key(sessionId, "runowners"), runId).ConfigureAwait(false);
         }
         catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
         {

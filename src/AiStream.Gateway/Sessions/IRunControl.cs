@@ -9,7 +9,11 @@ internal interface IRunControl
     /// <summary>Sets what to do when another node asks this one to cancel a run; completes once this node listens.</summary>
     Task ListenAsync(Func<string, string, string, Task> cancel);
 
-    ValueTask RegisterAsync(string sessionId, string runId);
+    /// <summary>Registers a run started by <paramref name="owner"/> (null: nobody in particular, authentication off).</summary>
+    ValueTask RegisterAsync(string sessionId, string runId, string? owner);
+
+    /// <summary>Who started a run another node runs; null when unknown or started anonymously.</summary>
+    ValueTask<string?> OwnerElsewhereAsync(string sessionId, string runId);
 
     ValueTask UnregisterAsync(string sessionId, string runId);
 
@@ -22,7 +26,9 @@ internal sealed class LocalRunControl : IRunControl
 {
     public Task ListenAsync(Func<string, string, string, Task> cancel) => Task.CompletedTask;
 
-    public ValueTask RegisterAsync(string sessionId, string runId) => ValueTask.CompletedTask;
+    public ValueTask RegisterAsync(string sessionId, string runId, string? owner) => ValueTask.CompletedTask;
+
+    public ValueTask<string?> OwnerElsewhereAsync(string sessionId, string runId) => ValueTask.FromResult<string?>(null);
 
     public ValueTask UnregisterAsync(string sessionId, string runId) => ValueTask.CompletedTask;
 

@@ -12,7 +12,11 @@ using Microsoft.Extensions.Options;
 namespace AiStream.Gateway.Sessions;
 
 /// <summary>A request to start a run in a session.</summary>
-internal sealed record RunRequest(JsonNode? Messages, string? Model, string? Prompt, string? RunId = null, JsonNode? Tools = null, JsonNode? Context = null, JsonObject? State = null);
+internal sealed record RunRequest(JsonNode? Messages, string? Model, string? Prompt, string? RunId = null, JsonNode? Tools = null, JsonNode? Context = null, JsonObject? State = null)
+{
+    /// <summary>The member who started the run (may cancel it without admin); null when authentication is off.</summary>
+    public string? Owner { get; init; }
+}
 
 /// <summary>
 /// Starts and stops runs: one generation whose tokens become events in the session log. A run is the single writer of
@@ -120,7 +124,7 @@ internal sealed partial class RunManager(
         }
 
         var runId = request.RunId ?? NewId("run");
-        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping)) { Tools = tools, Context = context };
+        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping)) { Tools = tools, Context = context, Owner = request.Owner };
         if (!_runs.TryAdd(Key(sessionId, runId), run))
         {
             run.Cancellation.Dispose();
@@ -130,7 +134,7 @@ internal sealed partial class RunManager(
         // Cancels sent to other nodes find this one; the session's state stays on this node while the run writes.
         await runControl.ListenAsync((session, id, reason) => _runs.ContainsKey(Key(session, id)) ? CancelAsync(session, id, reason) : Task.CompletedTask).ConfigureAwait(false);
         run.Retention = store.Retain(sessionId);
-        await runControl.RegisterAsync(sessionId, runId).ConfigureAwait(false);
+        await runControl.RegisterAsync(sessionId, runId, request.Owner).ConfigureAwait(false);
 
         if (userEvents.Count > 0)
         {
@@ -141,6 +145,10 @@ internal sealed partial class RunManager(
         run.Task = Task.Run(() => ExecuteAsync(run), CancellationToken.None);
         return (runId, null);
     }
+
+    /// <summary>Who started a run of this session (on whichever node runs it); null when unknown or anonymous.</summary>
+    public async Task<string?> OwnerOfAsync(string sessionId, string runId) =>
+        _runs.TryGetValue(Key(sessionId, runId), out var run) ? run.Owner : await runControl.OwnerElsewhereAsync(sessionId, runId).ConfigureAwait(false);
 
     /// <summary>Cancels a run (on whichever node runs it) and waits (briefly) for it to end; null when no such run is active.</summary>
     public async Task<string?> CancelAsync(string sessionId, string runId, string reason)
@@ -405,6 +413,9 @@ internal sealed partial class RunManager(
 
         /// <summary>AG-UI context for this run, given to the model as a system message.</summary>
         public string? Context { get; init; }
+
+        /// <summary>The member who started it.</summary>
+        public string? Owner { get; init; }
     }
 
 }

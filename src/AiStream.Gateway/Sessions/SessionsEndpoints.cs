@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using AiStream.Gateway.Completions;
+using AiStream.Gateway.Security;
 using Microsoft.Extensions.Options;
 
 namespace AiStream.Gateway.Sessions;
@@ -24,8 +25,9 @@ internal static partial class SessionsEndpoints
         SessionIdPattern().IsMatch(sessionId) ? null
             : ApiError.BadRequest("A session id is 1 to 128 letters, digits or . _ : -", "sessionId", "invalid_session_id");
 
-    private static async Task<IResult> InfoAsync(string sessionId, ISessionStore store, CancellationToken cancellationToken) =>
+    private static async Task<IResult> InfoAsync(string sessionId, HttpContext context, ISessionStore store, CancellationToken cancellationToken) =>
         CheckSessionId(sessionId) is { } error ? error.ToResult()
+            : SessionAccess.Require(context, sessionId, SessionRights.Read) is { } denied ? denied
             : TypedResults.Json(await store.InfoAsync(sessionId, cancellationToken), SessionsJsonContext.Default.SessionInfo);
 
     private static async Task<IResult> StartRunAsync(string sessionId, HttpRequest request, RunManager runs, CancellationToken cancellationToken)
@@ -33,6 +35,11 @@ internal static partial class SessionsEndpoints
         if (CheckSessionId(sessionId) is { } idError)
         {
             return idError.ToResult();
+        }
+
+        if (SessionAccess.Require(request.HttpContext, sessionId, SessionRights.Write) is { } denied)
+        {
+            return denied;
         }
 
         var (body, parseError) = await ClientJson.ReadAsync(request, 1024 * 1024, cancellationToken);
@@ -60,15 +67,28 @@ internal static partial class SessionsEndpoints
         }
 
         var (runId, error) = await runs.StartAsync(sessionId,
-            new RunRequest(run["messages"], (run["model"] as JsonValue)?.GetValue<string>(), (run["prompt"] as JsonValue)?.GetValue<string>(), Tools: run["tools"]),
+            new RunRequest(run["messages"], (run["model"] as JsonValue)?.GetValue<string>(), (run["prompt"] as JsonValue)?.GetValue<string>(), Tools: run["tools"])
+            {
+                Owner = CallerGrants.Of(request.HttpContext).Subject,
+            },
             cancellationToken);
         return error is not null
             ? error.ToResult()
             : TypedResults.Json(new RunAccepted(runId!, sessionId), SessionsJsonContext.Default.RunAccepted, statusCode: StatusCodes.Status202Accepted);
     }
 
-    private static async Task<IResult> CancelRunAsync(string sessionId, string runId, RunManager runs)
+    private static async Task<IResult> CancelRunAsync(string sessionId, string runId, HttpContext context, RunManager runs)
     {
+        if (CheckSessionId(sessionId) is { } idError)
+        {
+            return idError.ToResult();
+        }
+
+        if (await CheckCancelAsync(context, sessionId, runId, runs) is { } denied)
+        {
+            return denied;
+        }
+
         var outcome = await runs.CancelAsync(sessionId, runId, "requested");
         return outcome is null
             ? new ApiError(StatusCodes.Status404NotFound, $"No active run '{runId}' in session '{sessionId}'.", "invalid_request_error", "run_not_found", "runId").ToResult()
@@ -81,6 +101,11 @@ internal static partial class SessionsEndpoints
         if (CheckSessionId(sessionId) is { } idError)
         {
             return idError.ToResult();
+        }
+
+        if (SessionAccess.Require(request.HttpContext, sessionId, SessionRights.Write) is { } denied)
+        {
+            return denied;
         }
 
         var limits = options.Value;
@@ -109,6 +134,13 @@ internal static partial class SessionsEndpoints
                 return ApiError.BadRequest($"Event {i} is larger than {limits.MaxEventBytes} bytes.", $"events[{i}]", "event_too_large").ToResult();
             }
 
+            if (e["type"]?.GetValue<string>() is AgUi.MessagesSnapshot or AgUi.StateSnapshot
+                && SessionAccess.Require(request.HttpContext, sessionId, SessionRights.Admin) is { } snapshotDenied)
+            {
+                // A snapshot replaces the conversation or the shared state for everyone: admin only.
+                return snapshotDenied;
+            }
+
             events.Add(e);
         }
 
@@ -121,6 +153,29 @@ internal static partial class SessionsEndpoints
         var result = await store.AppendAsync(sessionId, events, null, key.Length == 0 ? null : key, cancellationToken);
         return TypedResults.Json(new PublishResult(result.Seqs, result.Replayed), SessionsJsonContext.Default.PublishResult,
             statusCode: result.Replayed ? StatusCodes.Status200OK : StatusCodes.Status201Created);
+    }
+
+    /// <summary>
+    /// Null when the caller may cancel the run: admin on the session, or write and it is the caller's own run. Otherwise
+    /// the 403 (or, for a run that does not exist, nothing: the cancel answers 404 as before).
+    /// </summary>
+    public static async Task<IResult?> CheckCancelAsync(HttpContext context, string sessionId, string runId, RunManager runs)
+    {
+        var caller = CallerGrants.Of(context);
+        var rights = caller.RightsFor(sessionId);
+        if (rights.HasFlag(SessionRights.Admin))
+        {
+            return null;
+        }
+
+        if (!rights.HasFlag(SessionRights.Write))
+        {
+            return SessionAccess.Forbidden(SessionAccess.Describe(SessionRights.Write), "session_forbidden");
+        }
+
+        var owner = await runs.OwnerOfAsync(sessionId, runId);
+        return owner is null || owner == caller.Subject ? null
+            : SessionAccess.Forbidden("Only the member who started a run, or an admin of the session, may cancel it.", "not_run_owner");
     }
 
     [GeneratedRegex("^[A-Za-z0-9._:-]{1,128}$")]

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using AiStream.Gateway.Completions;
+using AiStream.Gateway.Security;
 using AiStream.Gateway.Sessions;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
@@ -45,6 +46,12 @@ internal static class AgUiEndpoint
             return idError.ToResult();
         }
 
+        // Starting a run and streaming it back: write (which includes read).
+        if (SessionAccess.Require(context, sessionId, SessionRights.Write) is { } denied)
+        {
+            return denied;
+        }
+
         var runId = input["runId"] is JsonValue run && run.GetValueKind() == JsonValueKind.String && run.GetValue<string>().Length > 0
             ? run.GetValue<string>()
             : "run_" + Guid.NewGuid().ToString("N")[..20];
@@ -58,7 +65,11 @@ internal static class AgUiEndpoint
         await store.SubscribeAsync(sessionId, null, subscriber, cancellationToken);
         try
         {
-            var (_, error) = await runs.StartAsync(sessionId, new RunRequest(input["messages"], model, null, runId, input["tools"], input["context"], input["state"] as JsonObject), cancellationToken);
+            var request = new RunRequest(input["messages"], model, null, runId, input["tools"], input["context"], input["state"] as JsonObject)
+            {
+                Owner = CallerGrants.Of(context).Subject,
+            };
+            var (_, error) = await runs.StartAsync(sessionId, request, cancellationToken);
             if (error is not null)
             {
                 return error.ToResult();

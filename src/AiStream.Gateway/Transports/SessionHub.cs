@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using AiStream.Gateway.Completions;
 using AiStream.Gateway.Presence;
+using AiStream.Gateway.Security;
 using AiStream.Gateway.Sessions;
 using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.Options;
@@ -33,7 +34,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
     /// <summary>Updates the caller's presence state in a joined session (typing, viewing, prompting...).</summary>
     public async Task SetState(string sessionId, JsonElement state)
     {
-        Check(sessionId);
+        Check(sessionId, SessionRights.Read);
         if (state.ValueKind != JsonValueKind.Object)
         {
             throw new HubException("The state must be an object.");
@@ -56,7 +57,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
     /// <summary>Joins a session: a replay after <paramref name="afterSeq"/> or a catch-up snapshot, then the live tail.</summary>
     public async Task<JoinResult> Join(string sessionId, long? afterSeq)
     {
-        Check(sessionId);
+        Check(sessionId, SessionRights.Read);
         return await subscriptions.JoinAsync(Context.ConnectionId, Identity, sessionId, afterSeq, Context.ConnectionAborted);
     }
 
@@ -65,7 +66,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
     /// <summary>Starts a run (same body as <c>POST /api/sessions/{id}/runs</c>) and returns its id.</summary>
     public async Task<string> StartRun(string sessionId, JsonElement request)
     {
-        Check(sessionId);
+        Check(sessionId, SessionRights.Write);
         if (request.ValueKind != JsonValueKind.Object)
         {
             throw new HubException("The run request must be an object.");
@@ -77,22 +78,39 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
         }
 
         var (runId, error) = await runs.StartAsync(sessionId,
-            new RunRequest(body["messages"], (body["model"] as JsonValue)?.ToString(), (body["prompt"] as JsonValue)?.ToString(), Tools: body["tools"]),
+            new RunRequest(body["messages"], (body["model"] as JsonValue)?.ToString(), (body["prompt"] as JsonValue)?.ToString(), Tools: body["tools"])
+            {
+                Owner = Caller.Subject,
+            },
             Context.ConnectionAborted);
         return error is null ? runId! : throw new HubException(error.Message);
     }
 
     /// <summary>Cancels a run; returns its outcome.</summary>
-    public async Task<string> CancelRun(string sessionId, string runId) =>
-        await runs.CancelAsync(sessionId, runId, "requested") ?? throw new HubException($"No active run '{runId}' in session '{sessionId}'.");
+    public async Task<string> CancelRun(string sessionId, string runId)
+    {
+        Check(sessionId, SessionRights.Write);
+        var rights = Caller.RightsFor(sessionId);
+        if (!rights.HasFlag(SessionRights.Admin) && await runs.OwnerOfAsync(sessionId, runId) is { } owner && owner != Caller.Subject)
+        {
+            throw new HubException("Forbidden: only the member who started a run, or an admin of the session, may cancel it.");
+        }
+
+        return await runs.CancelAsync(sessionId, runId, "requested") ?? throw new HubException($"No active run '{runId}' in session '{sessionId}'.");
+    }
 
     /// <summary>Publishes one AG-UI event; returns its position.</summary>
     public async Task<long> Publish(string sessionId, JsonElement @event)
     {
-        Check(sessionId);
+        Check(sessionId, SessionRights.Write);
         if (EventValidator.Validate(ClientJson.FromElement(@event), sessionId, out var body) is { } error)
         {
             throw new HubException($"Invalid event: {error}.");
+        }
+
+        if (body!["type"]?.GetValue<string>() is AgUi.MessagesSnapshot or AgUi.StateSnapshot)
+        {
+            Check(sessionId, SessionRights.Admin);
         }
 
         var result = await store.AppendAsync(sessionId, [body!], null, null, Context.ConnectionAborted);
@@ -105,11 +123,20 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
         await base.OnDisconnectedAsync(exception);
     }
 
-    private static void Check(string sessionId)
+    /// <summary>The caller's grants, read from the connection's credential when it connected.</summary>
+    private CallerGrants Caller => Context.GetHttpContext() is { } http ? CallerGrants.Of(http) : CallerGrants.From(Context.User!);
+
+    /// <summary>Checks the session id and that the caller holds <paramref name="needed"/> on it.</summary>
+    private void Check(string sessionId, SessionRights needed)
     {
         if (SessionsEndpoints.CheckSessionId(sessionId) is { } error)
         {
             throw new HubException(error.Message);
+        }
+
+        if (!Caller.Has(sessionId, needed))
+        {
+            throw new HubException("Forbidden: " + SessionAccess.Describe(needed));
         }
     }
 }

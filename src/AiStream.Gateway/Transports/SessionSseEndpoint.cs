@@ -3,6 +3,7 @@ using System.Globalization;
 using System.IO.Pipelines;
 using AiStream.Gateway.Completions;
 using AiStream.Gateway.Presence;
+using AiStream.Gateway.Security;
 using AiStream.Gateway.Sessions;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
@@ -23,7 +24,7 @@ internal static class SessionSseEndpoint
         var (request, error) = SessionSseWatch.Prepare(context, sessionId);
         if (request is not { } watchRequest)
         {
-            return error!.ToResult();
+            return error!;
         }
 
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
@@ -47,11 +48,19 @@ internal sealed class SessionSseWatch(
     IOptions<SessionsOptions> sessionOptions,
     IOptions<TransportsOptions> transportOptions,
     WatchTicker ticker,
+    TimeProvider time,
     IHostApplicationLifetime lifetime,
     ILogger<SessionSubscriberLog> logger)
 {
     /// <summary>The close reason of watches ended because the host is stopping.</summary>
     public const string ShuttingDown = "the gateway is shutting down; reconnect";
+
+    /// <summary>The close reason of watches whose credential expired.</summary>
+    public const string AuthExpired = "the credential expired; reconnect with a fresh token";
+
+    /// <summary>The frame a watch ends with when its credential expires: a CUSTOM event without a position.</summary>
+    private static readonly byte[] AuthExpiredFrame =
+        "data: {\"type\":\"CUSTOM\",\"name\":\"auth.expired\",\"value\":{\"reason\":\"the credential expired; reconnect with a fresh token and Last-Event-ID\"}}\n\n"u8.ToArray();
 
     // Open watches would otherwise hold the shutdown until its timeout and then be cut without a word.
     private readonly CancellationTokenRegistration _onStopping =
@@ -61,12 +70,23 @@ internal sealed class SessionSseWatch(
     public static readonly ApiError Unavailable = new(StatusCodes.Status503ServiceUnavailable,
         "The session store is unavailable; retry shortly.", "server_error", "session_store_unavailable");
 
-    /// <summary>A checked watch request.</summary>
-    public readonly record struct Request(string SessionId, long? After, MemberIdentity Identity);
+    /// <summary>A checked watch request; <c>ExpiresAt</c> is when the caller's credential stops being valid.</summary>
+    public readonly record struct Request(string SessionId, long? After, MemberIdentity Identity, DateTimeOffset? ExpiresAt = null);
 
-    /// <summary>Checks the request; when it is valid, sets the response headers of the stream.</summary>
-    public static (Request? Request, ApiError? Error) Prepare(HttpContext context, string sessionId)
+    /// <summary>Checks the request (id, rights, position, identity); when it is valid, sets the response headers of the stream.</summary>
+    public static (Request? Request, IResult? Error) Prepare(HttpContext context, string sessionId)
     {
+        if (SessionsEndpoints.CheckSessionId(sessionId) is { } idError)
+        {
+            return (null, idError.ToResult());
+        }
+
+        if (SessionAccess.Require(context, sessionId, SessionRights.Read) is { } denied)
+        {
+            return (null, denied);
+        }
+
+        var caller = CallerGrants.Of(context);
         context.Request.Cookies.TryGetValue(ClientIdentity.CookieName, out var remembered);
         var query = context.Request.Query;
         var (request, error, generated) = Check(
@@ -79,7 +99,14 @@ internal sealed class SessionSseWatch(
             remembered);
         if (request is not { } checkedRequest)
         {
-            return (null, error);
+            return (null, error!.ToResult());
+        }
+
+        if (ClientIdentity.FromCaller(caller, query["color"].ToString()) is { } authenticated)
+        {
+            // The credential names the member; the query's clientId and the cookie do not.
+            checkedRequest = checkedRequest with { Identity = authenticated.Identity!, ExpiresAt = caller.ExpiresAt };
+            generated = false;
         }
 
         foreach (var (name, value) in ResponseHeaders(checkedRequest.Identity.Id, generated))
@@ -145,7 +172,7 @@ internal sealed class SessionSseWatch(
     /// </remarks>
     public async Task<Exception?> RunAsync(Request request, PipeWriter writer, string connectionId, CancellationToken cancellationToken)
     {
-        var (sessionId, after, identity) = request;
+        var (sessionId, after, identity, _) = request;
         var options = sessionOptions.Value;
         var subscriber = new Subscriber(options.CoalesceThreshold, options.SubscriberHardLimit);
         SubscribeResult? first;
@@ -178,6 +205,10 @@ internal sealed class SessionSseWatch(
         }
 
         var ticking = ticker.Add(subscriber, sessionId, identity.Id, connectionId);
+        // Only watches with an expiring credential pay for a timer; it closes the watch at the credential's expiry.
+        using var expiry = request.ExpiresAt is { } expiresAt
+            ? time.CreateTimer(static s => ((Subscriber)s!).Close(AuthExpired), subscriber, Clamp(expiresAt - time.GetUtcNow()), Timeout.InfiniteTimeSpan)
+            : null;
         try
         {
             SessionFrames.WriteRetry(writer, transportOptions.Value.SseRetryMilliseconds);
@@ -207,7 +238,11 @@ internal sealed class SessionSseWatch(
 
             if (subscriber.CloseReason is { } reason && !cancellationToken.IsCancellationRequested)
             {
-                if (!string.Equals(reason, ShuttingDown, StringComparison.Ordinal))
+                if (ReferenceEquals(reason, AuthExpired))
+                {
+                    writer.Write(AuthExpiredFrame);
+                }
+                else if (!string.Equals(reason, ShuttingDown, StringComparison.Ordinal))
                 {
                     SessionSubscriberLog.Dropped(logger, sessionId, reason);
                 }
@@ -229,6 +264,10 @@ internal sealed class SessionSseWatch(
 
         return null;
     }
+
+    /// <summary>A timer's due time: an already expired credential closes at once, a far one waits at most ~24 days.</summary>
+    private static TimeSpan Clamp(TimeSpan due) =>
+        due <= TimeSpan.Zero ? TimeSpan.Zero : due > TimeSpan.FromDays(24) ? TimeSpan.FromDays(24) : due;
 }
 
 /// <summary>Log messages of session subscribers (SSE and SignalR).</summary>

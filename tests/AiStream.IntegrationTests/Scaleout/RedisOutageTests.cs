@@ -283,7 +283,9 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
         using (var ready = await http.GetAsync("readyz"))
         {
             Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
-            Assert.Equal("Unhealthy", await ready.Content.ReadAsStringAsync());
+            var body = JsonNode.Parse(await ready.Content.ReadAsStringAsync())!;
+            Assert.Equal("Unhealthy", body["status"]!.GetValue<string>());
+            Assert.Equal("Unhealthy", body["checks"]!["redis"]!["status"]!.GetValue<string>());
         }
 
         var key = "retry-" + Guid.NewGuid().ToString("N");

@@ -1,0 +1,21 @@
+namespace AiStream.Gateway.Security;
+
+/// <summary>The per-session rights check every endpoint and hub method makes before touching a session.</summary>
+internal static class SessionAccess
+{
+    /// <summary>Null when the caller holds <paramref name="needed"/> on the session, else the 403 to answer.</summary>
+    public static IResult? Require(HttpContext context, string sessionId, SessionRights needed) =>
+        CallerGrants.Of(context).Has(sessionId, needed) ? null : Forbidden(Describe(needed), "session_forbidden");
+
+    /// <summary>What a missing right is called in answers (never whether the session exists).</summary>
+    public static string Describe(SessionRights needed) =>
+        $"The credential does not grant '{(needed.HasFlag(SessionRights.Admin) ? "admin" : needed.HasFlag(SessionRights.Write) ? "write" : "read")}' on this session.";
+
+    /// <summary>A 403 problem as an endpoint result.</summary>
+    public static IResult Forbidden(string message, string code)
+    {
+        var body = new AuthProblemBody($"https://aistream.dev/errors/{code}", "Forbidden", StatusCodes.Status403Forbidden, message,
+            new AuthErrorObject(message, "permission_error", code));
+        return TypedResults.Json(body, SecurityJsonContext.Default.AuthProblemBody, "application/problem+json", StatusCodes.Status403Forbidden);
+    }
+}

@@ -14,6 +14,9 @@ internal static partial class SecurityHosting
     /// <summary>The policy of <c>/v1</c>: the <c>completions</c> scope.</summary>
     public const string CompletionsPolicy = "completions";
 
+    /// <summary>The host's per-request log (URL with query string).</summary>
+    private const string RequestLogCategory = "Microsoft.AspNetCore.Hosting.Diagnostics";
+
     /// <summary>The policy scheme that picks API key or JWT per request.</summary>
     private const string SelectingScheme = "AiStream";
 
@@ -41,6 +44,9 @@ internal static partial class SecurityHosting
             .AddPolicy(CompletionsPolicy, policy => policy.RequireAuthenticatedUser().RequireAssertion(context =>
                 context.Resource is HttpContext http ? CallerGrants.Of(http).Completions : CallerGrants.From(context.User).Completions));
         services.AddCors();
+        // The host's request log prints the whole URL, and browser clients put their token in ?access_token=: that
+        // category stays at Warning whatever the configuration says (requests are counted by the http.server metrics).
+        services.Configure<LoggerFilterOptions>(o => o.AddFilter(RequestLogCategory, LogLevel.Warning));
         services.AddHealthChecks().AddCheck<AuthenticationModeCheck>("authentication", tags: ["ready"]);
         services.AddHostedService<AuthenticationModeLog>();
         return services;

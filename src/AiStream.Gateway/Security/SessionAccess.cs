@@ -9,7 +9,7 @@ internal static class SessionAccess
 
     /// <summary>What a missing right is called in answers (never whether the session exists).</summary>
     public static string Describe(SessionRights needed) =>
-        $"The credential does not grant '{(needed.HasFlag(SessionRights.Admin) ? "admin" : needed.HasFlag(SessionRights.Write) ? "write" : "read")}' on this session.";
+        $"The credential does not grant {(needed.HasFlag(SessionRights.Admin) ? "admin" : needed.HasFlag(SessionRights.Write) ? "write" : "read")} on this session.";
 
     /// <summary>A 403 problem as an endpoint result.</summary>
     public static IResult Forbidden(string message, string code)

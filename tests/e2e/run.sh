@@ -151,7 +151,7 @@ log "Running the end-to-end tests against $GATEWAY_URL"
 shopt -s nullglob
 TEST_FILES=("$HERE"/*.test.mjs)
 [ "${#TEST_FILES[@]}" -gt 0 ] || abort "no test files (*.test.mjs) in $HERE."
-GATEWAY_URL="$GATEWAY_URL" timeout --kill-after=10 "$TESTS_TIMEOUT_SECONDS" \
+GATEWAY_URL="$GATEWAY_URL" GATEWAY_DLL="$DLL" timeout --kill-after=10 "$TESTS_TIMEOUT_SECONDS" \
   node --test \
   --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$TAP" \

@@ -19,7 +19,7 @@ import {
 
 /**
  * A hub connection recording every Event(sessionId, event) it gets. By default it negotiates (and asks for stateful
- * reconnect); with skipNegotiation it opens the WebSocket straight away, which the gateway serves on its lean path.
+ * reconnect); with skipNegotiation it opens the WebSocket straight away, which passes the same pipeline as a negotiated one.
  */
 async function connect(t, { skipNegotiation = false } = {}) {
   const builder = new HubConnectionBuilder();
@@ -57,7 +57,7 @@ async function connect(t, { skipNegotiation = false } = {}) {
 }
 
 for (const skipNegotiation of [false, true]) {
-test(`SignalR Join + StartRun (${skipNegotiation ? 'WebSocket without negotiation: the lean path' : 'negotiated'}): the run arrives as Event(sessionId, event), identical to the SSE watch`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
+test(`SignalR Join + StartRun (${skipNegotiation ? 'WebSocket without negotiation' : 'negotiated'}): the run arrives as Event(sessionId, event), identical to the SSE watch`, { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const sid = sessionId(skipNegotiation ? 'hub-lean' : 'hub-run');
   const watcher = new Watcher(sessionEventsUrl(sid));
   t.after(() => watcher.close());

@@ -18,8 +18,8 @@ internal sealed class AnonymousAuthentication(IOptionsMonitor<AuthenticationSche
     /// <summary>Claim marking the anonymous caller.</summary>
     public const string AnonymousClaim = "aistream:anonymous";
 
-    private static readonly ClaimsPrincipal Principal = new(new ClaimsIdentity([new Claim(AnonymousClaim, "true")], SchemeName));
-
+    // A new principal per request: a shared one could be changed by a claims transformation for everyone.
     protected override Task<AuthenticateResult> HandleAuthenticateAsync() =>
-        Task.FromResult(AuthenticateResult.Success(new AuthenticationTicket(Principal, SchemeName)));
+        Task.FromResult(AuthenticateResult.Success(new AuthenticationTicket(
+            new ClaimsPrincipal(new ClaimsIdentity([new Claim(AnonymousClaim, "true")], SchemeName)), SchemeName)));
 }

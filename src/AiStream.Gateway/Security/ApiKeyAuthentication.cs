@@ -13,7 +13,7 @@ namespace AiStream.Gateway.Security;
 /// by their SHA-256, in constant time against every configured hash; the plain key is never stored or logged.
 /// </summary>
 internal sealed class ApiKeyAuthentication(
-    IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory logger, UrlEncoder encoder, IOptions<AuthOptions> auth)
+    IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory logger, UrlEncoder encoder, ApiKeyTable table)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
     /// <summary>The scheme's name.</summary>
@@ -24,8 +24,6 @@ internal sealed class ApiKeyAuthentication(
 
     /// <summary>Longest key considered; longer values fail without being hashed.</summary>
     private const int MaxKeyLength = 512;
-
-    private readonly (string Name, byte[] Hash, ClaimsPrincipal Principal)[] _keys = [.. auth.Value.ApiKeys.Select(k => (k.Key, Convert.FromHexString(k.Value.Hash), PrincipalOf(k.Key, k.Value)))];
 
     protected override Task<AuthenticateResult> HandleAuthenticateAsync()
     {
@@ -41,8 +39,8 @@ internal sealed class ApiKeyAuthentication(
         }
 
         var hash = SHA256.HashData(Encoding.UTF8.GetBytes(key));
-        ClaimsPrincipal? match = null;
-        foreach (var (_, expected, principal) in _keys)
+        Func<ClaimsPrincipal>? match = null;
+        foreach (var (expected, principal) in table.Keys)
         {
             // Every key is compared, so the time taken says nothing about which one (if any) matched.
             if (CryptographicOperations.FixedTimeEquals(hash, expected))
@@ -53,7 +51,7 @@ internal sealed class ApiKeyAuthentication(
 
         return Task.FromResult(match is null
             ? AuthenticateResult.Fail("invalid API key")
-            : AuthenticateResult.Success(new AuthenticationTicket(match, SchemeName)));
+            : AuthenticateResult.Success(new AuthenticationTicket(match(), SchemeName)));
     }
 
     protected override Task HandleChallengeAsync(AuthenticationProperties properties) =>
@@ -86,19 +84,30 @@ internal sealed class ApiKeyAuthentication(
 
     /// <summary>A compact JWS has exactly two dots; API keys are generated without dots.</summary>
     public static bool LooksLikeJwt(string value) => value.Count(c => c == '.') == 2;
+}
 
-    private static ClaimsPrincipal PrincipalOf(string name, ApiKeyOptions key)
+/// <summary>The configured API keys, decoded once: each hash with what a caller presenting it is granted.</summary>
+internal sealed class ApiKeyTable(IOptions<AuthOptions> auth)
+{
+    public (byte[] Hash, Func<ClaimsPrincipal> Principal)[] Keys { get; } =
+        [.. auth.Value.ApiKeys.Select(k => (Convert.FromHexString(k.Value.Hash), PrincipalOf(k.Key, k.Value)))];
+
+    /// <summary>
+    /// A new principal per request (a shared one could be changed by a claims transformation for everyone), from
+    /// values computed once.
+    /// </summary>
+    private static Func<ClaimsPrincipal> PrincipalOf(string name, ApiKeyOptions key)
     {
         var rights = key.Scopes.Where(s => s != CallerGrants.CompletionsScope).ToArray();
         var capability = JsonSerializer.Serialize((key.Sessions.Length == 0 ? ["*"] : key.Sessions).Distinct().ToDictionary(p => p, _ => rights), SecurityJsonContext.Default.DictionaryStringStringArray);
         var scope = key.Scopes.Contains(CallerGrants.CompletionsScope) ? CallerGrants.CompletionsScope : "";
-        return new ClaimsPrincipal(new ClaimsIdentity(
+        return () => new ClaimsPrincipal(new ClaimsIdentity(
         [
             new Claim("sub", "key:" + name),
             new Claim("name", name),
             new Claim(CallerGrants.KeyClaim, name),
             new Claim("scope", scope),
             new Claim("sessions", capability, "JSON"),
-        ], SchemeName, "sub", null));
+        ], ApiKeyAuthentication.SchemeName, "sub", null));
     }
 }

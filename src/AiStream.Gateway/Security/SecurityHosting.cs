@@ -26,6 +26,7 @@ internal static partial class SecurityHosting
         services.AddSingleton<IValidateOptions<AuthOptions>, AuthOptionsValidator>();
         services.AddOptions<SecurityOptions>().BindConfiguration(SecurityOptions.SectionName).ValidateOnStart();
         services.AddSingleton<IValidateOptions<SecurityOptions>, SecurityOptionsValidator>();
+        services.AddSingleton<ApiKeyTable>();
 
         // The scheme is picked per request from the validated options: anonymous when nothing is configured, else an
         // API key when one is presented, else a JWT.

@@ -74,6 +74,7 @@ internal static class ClientJson
     {
         if (utf8.IsSingleSegment)
         {
+            CheckStrings(utf8.FirstSpan);
             return JsonNode.Parse(utf8.FirstSpan, documentOptions: Strict);
         }
 
@@ -81,6 +82,7 @@ internal static class ClientJson
         try
         {
             System.Buffers.BuffersExtensions.CopyTo(utf8, copy);
+            CheckStrings(copy.AsSpan(0, (int)utf8.Length));
             return JsonNode.Parse(copy.AsSpan(0, (int)utf8.Length), documentOptions: Strict);
         }
         finally
@@ -89,12 +91,38 @@ internal static class ClientJson
         }
     }
 
+    /// <summary>
+    /// Refuses escaped strings that are not valid UTF-16 (a lone surrogate such as <c>"\ud800"</c>): JSON allows the
+    /// escape, but the string cannot be read, written to a log or forwarded, and failed later as a 500. Raw UTF-8 is
+    /// validated by the reader itself, so only escaped strings are decoded here.
+    /// </summary>
+    private static void CheckStrings(ReadOnlySpan<byte> utf8)
+    {
+        var reader = new Utf8JsonReader(utf8, new JsonReaderOptions { MaxDepth = Strict.MaxDepth });
+        while (reader.Read())
+        {
+            if (reader.TokenType is JsonTokenType.String or JsonTokenType.PropertyName && reader.ValueIsEscaped)
+            {
+                try
+                {
+                    _ = reader.GetString();
+                }
+                catch (InvalidOperationException)
+                {
+                    throw new JsonException($"A string at byte {reader.TokenStartIndex} escapes an unpaired UTF-16 surrogate.");
+                }
+            }
+        }
+    }
+
     /// <summary>Parses client JSON from a SignalR argument with the same rules as HTTP bodies; null on bad JSON.</summary>
     public static JsonNode? FromElement(JsonElement element)
     {
         try
         {
-            return JsonNode.Parse(element.GetRawText(), documentOptions: Strict);
+            var text = System.Text.Encoding.UTF8.GetBytes(element.GetRawText());
+            CheckStrings(text);
+            return JsonNode.Parse(text, documentOptions: Strict);
         }
         catch (JsonException)
         {

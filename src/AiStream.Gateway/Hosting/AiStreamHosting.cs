@@ -9,6 +9,7 @@ using AiStream.Gateway.Sessions;
 using AiStream.Gateway.Transports;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
@@ -106,6 +107,8 @@ internal static class AiStreamHosting
     {
         services.AddOptions<SessionsOptions>().BindConfiguration(SessionsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
         services.TryAddSingleton<ISessionStore, InMemorySessionStore>();
+        services.AddExceptionHandler<SessionLimitsHandler>();
+        services.AddSignalR(hub => hub.AddFilter(new SessionLimitsHubFilter()));
         services.TryAddSingleton<RunManager>();
         return services;
     }

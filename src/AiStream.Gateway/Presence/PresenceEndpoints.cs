@@ -179,6 +179,6 @@ internal static partial class ClientIdentity
     /// <summary>The <c>Set-Cookie</c> value that keeps a generated id (HttpOnly, SameSite=Lax, whole site).</summary>
     public static string SetCookie(string id) => CookieName + "=" + id + "; path=/; samesite=lax; httponly";
 
-    [System.Text.RegularExpressions.GeneratedRegex("^[A-Za-z0-9._:@-]{1,128}$")]
+    [System.Text.RegularExpressions.GeneratedRegex(@"^[A-Za-z0-9._:@-]{1,128}\z")]
     private static partial System.Text.RegularExpressions.Regex ClientIdPattern();
 }

@@ -556,6 +556,9 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         await mirror.Gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            // Before Redis stores anything: a batch that would take the state past its limits is refused here. (Every
+            // node also skips such an event when it applies the log, so a racing writer cannot poison the session.)
+            mirror.Log.CheckState(objects);
             if (mirror.BufferedCount == 0)
             {
                 try

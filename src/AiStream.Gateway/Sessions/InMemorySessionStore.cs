@@ -57,7 +57,21 @@ internal sealed partial class InMemorySessionStore : ISessionStore, IDisposable
     public ValueTask<SessionInfo> InfoAsync(string sessionId, CancellationToken cancellationToken) =>
         ValueTask.FromResult(_sessions.TryGetValue(sessionId, out var log) ? log.Info(sessionId) : new SessionInfo(sessionId, 0, 1, 0, []));
 
-    private SessionLog Log(string sessionId) => _sessions.GetOrAdd(sessionId, static (_, self) => new SessionLog(self._options, self._time, self._presenceCap), this);
+    private SessionLog Log(string sessionId)
+    {
+        if (_sessions.TryGetValue(sessionId, out var log))
+        {
+            return log;
+        }
+
+        // A bound on what any stream of new ids can make this node hold; a racing few may pass it, never many.
+        if (_sessions.Count >= _options.MaxSessions)
+        {
+            throw new SessionLimitExceededException($"This node holds its maximum of {_options.MaxSessions} sessions (AiStream:Sessions:MaxSessions); try again later.");
+        }
+
+        return _sessions.GetOrAdd(sessionId, static (_, self) => new SessionLog(self._options, self._time, self._presenceCap), this);
+    }
 
     private void Sweep()
     {
@@ -91,13 +105,14 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
 {
     private readonly Lock _lock = new();
     private readonly LinkedList<SessionEvent> _events = new();
-    private readonly SessionProjection _projection = new();
+    private readonly SessionProjection _projection = new(StateLimits.From(options));
     private readonly List<Subscriber> _subscribers = [];
     // The subscribers as an array handed to the wake-ups after each append; rebuilt only when the set changes, so an
     // append allocates no list per event. Null after any change to _subscribers.
     private Subscriber[]? _wakeList;
     private readonly Dictionary<string, (long[] Seqs, DateTimeOffset At)> _idempotency = new(StringComparer.Ordinal);
     private long _head;
+    private long _bytes; // serialised bytes of the events in _events
     private DateTimeOffset _lastActivity = time.GetUtcNow();
 
     public int Watchers
@@ -143,12 +158,17 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
                 }
             }
 
+            if (_projection.CheckState(bodies) is { } stateError)
+            {
+                throw new StateLimitExceededException(stateError);
+            }
+
             var timestamp = now.ToUnixTimeMilliseconds();
             for (var i = 0; i < bodies.Count; i++)
             {
                 var e = SessionEvent.Create(bodies[i], ++_head, timestamp, runId);
                 _projection.Apply(e.Type, bodies[i], runId);
-                _events.AddLast(e);
+                AddEvent(e);
                 appended[i] = e;
             }
 
@@ -162,6 +182,18 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
 
         SubscriberWakeups.Wake(wake);
         return new AppendResult(appended, false, appended.Select(e => e.Seq).ToArray());
+    }
+
+    /// <summary>Throws <see cref="StateLimitExceededException"/> when the batch would take the state past its limits.</summary>
+    public void CheckState(IReadOnlyList<JsonObject> bodies)
+    {
+        lock (_lock)
+        {
+            if (_projection.CheckState(bodies) is { } stateError)
+            {
+                throw new StateLimitExceededException(stateError);
+            }
+        }
     }
 
     /// <summary>
@@ -185,7 +217,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
 
                 _head = e.Seq;
                 _projection.Apply(e.Type, body, e.RunId);
-                _events.AddLast(e);
+                AddEvent(e);
                 (fresh ??= []).Add(e);
             }
 
@@ -225,7 +257,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
             {
                 foreach (var e in history)
                 {
-                    _events.AddLast(e);
+                    AddEvent(e);
                 }
 
                 Trim(time.GetUtcNow());
@@ -428,11 +460,20 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
         }
     }
 
+    private void AddEvent(SessionEvent e)
+    {
+        _events.AddLast(e);
+        _bytes += e.Json.Length;
+    }
+
+    /// <summary>Drops the oldest events past the count, age and byte bounds; the projection still summarises them.</summary>
     private void Trim(DateTimeOffset now)
     {
         var oldest = (now - TimeSpan.FromMinutes(options.MaxEventAgeMinutes)).ToUnixTimeMilliseconds();
-        while (_events.Count > options.MaxEvents || (_events.First is { } first && first.Value.AppendedAt < oldest))
+        while (_events.First is { } first
+            && (_events.Count > options.MaxEvents || first.Value.AppendedAt < oldest || (_bytes > options.MaxLogBytes && _events.Count > 1)))
         {
+            _bytes -= first.Value.Json.Length;
             _events.RemoveFirst();
         }
     }

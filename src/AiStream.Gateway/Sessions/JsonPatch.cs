@@ -38,9 +38,21 @@ internal static class JsonPatch
     }
 
     /// <summary>Applies <paramref name="operations"/> to a copy of <paramref name="document"/>; false (and the original kept) when an operation fails.</summary>
-    public static bool TryApply(JsonNode? document, JsonArray operations, out JsonNode? result)
+    public static bool TryApply(JsonNode? document, JsonArray operations, out JsonNode? result) =>
+        TryApply(document, operations, StateLimits.None, out result, out _);
+
+    /// <summary>
+    /// Applies <paramref name="operations"/> to a copy of <paramref name="document"/> within <paramref name="limits"/>:
+    /// the depth and size of the result are checked before each operation that adds to it, so a patch that copies the
+    /// state into itself (doubling its depth or size per operation) stops at the limit instead of exhausting the stack
+    /// or the memory. False (and the original kept) when an operation fails; <paramref name="limitError"/> then says
+    /// which limit it would have broken, if that is why.
+    /// </summary>
+    public static bool TryApply(JsonNode? document, JsonArray operations, StateLimits limits, out JsonNode? result, out string? limitError)
     {
+        limitError = null;
         result = document?.DeepClone();
+        var size = limits.IsNone ? 0 : JsonSize.Measure(result, limits.MaxDepth, limits.MaxBytes).Bytes;
         try
         {
             foreach (var op in operations.OfType<JsonObject>())
@@ -49,21 +61,34 @@ internal static class JsonPatch
                 switch (op["op"]!.GetValue<string>())
                 {
                     case "add":
+                        size += Admit(limits, path, op["value"], size, ref limitError);
                         result = Add(result, path, op["value"]?.DeepClone());
                         break;
                     case "remove":
-                        result = Remove(result, path, out _);
+                        result = Remove(result, path, out var removed);
+                        size -= limits.IsNone ? 0 : JsonSize.Measure(removed, int.MaxValue, long.MaxValue).Bytes;
                         break;
                     case "replace":
-                        result = Remove(result, path, out _);
+                        result = Remove(result, path, out var replaced);
+                        size -= limits.IsNone ? 0 : JsonSize.Measure(replaced, int.MaxValue, long.MaxValue).Bytes;
+                        size += Admit(limits, path, op["value"], size, ref limitError);
                         result = Add(result, path, op["value"]?.DeepClone());
                         break;
                     case "move":
-                        result = Remove(result, op["from"]!.GetValue<string>(), out var moved);
+                        var from = op["from"]!.GetValue<string>();
+                        if (!limits.IsNone && Tokens(path).Length > Tokens(from).Length)
+                        {
+                            // Moving deeper can only add depth; the size stays the same.
+                            Admit(limits, path, Get(result, from), 0, ref limitError);
+                        }
+
+                        result = Remove(result, from, out var moved);
                         result = Add(result, path, moved);
                         break;
                     case "copy":
-                        result = Add(result, path, Get(result, op["from"]!.GetValue<string>())?.DeepClone());
+                        var source = Get(result, op["from"]!.GetValue<string>());
+                        size += Admit(limits, path, source, size, ref limitError);
+                        result = Add(result, path, source?.DeepClone());
                         break;
                     case "test":
                         if (!JsonNode.DeepEquals(Get(result, path), op["value"]))
@@ -77,12 +102,42 @@ internal static class JsonPatch
 
             return true;
         }
-        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or FormatException or KeyNotFoundException)
+        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or FormatException or KeyNotFoundException or StateLimitException)
         {
             result = document;
             return false;
         }
     }
+
+    /// <summary>
+    /// Checks that <paramref name="value"/> placed at <paramref name="path"/> keeps the state within the limits; returns
+    /// its size. Measuring stops as soon as a limit is passed, so an enormous value costs no more than the limit.
+    /// </summary>
+    private static long Admit(StateLimits limits, string path, JsonNode? value, long size, ref string? limitError)
+    {
+        if (limits.IsNone)
+        {
+            return 0;
+        }
+
+        var at = Tokens(path).Length;
+        var measured = JsonSize.Measure(value, limits.MaxDepth - at, limits.MaxBytes - size);
+        if (at + measured.Depth > limits.MaxDepth)
+        {
+            limitError = $"the state would be deeper than {limits.MaxDepth} levels (AiStream:Sessions:MaxStateDepth)";
+            throw new StateLimitException();
+        }
+
+        if (size + measured.Bytes > limits.MaxBytes)
+        {
+            limitError = $"the state would be larger than {limits.MaxBytes} bytes (AiStream:Sessions:MaxStateBytes)";
+            throw new StateLimitException();
+        }
+
+        return measured.Bytes;
+    }
+
+    private sealed class StateLimitException : Exception;
 
     private static string[] Tokens(string path)
     {

@@ -67,6 +67,11 @@ internal sealed partial class RunManager(
         var userEvents = new List<JsonObject>();
         if (request.State is { Count: > 0 } state)
         {
+            if (StateLimits.From(options.Value).Check(state) is { } stateError)
+            {
+                return (null, ApiError.BadRequest($"'state': {stateError}.", "state", "state_limit"));
+            }
+
             // The caller's shared state (AG-UI RunAgentInput.state) goes into the log before the run that sees it.
             userEvents.Add(AgUi.Event(AgUi.StateSnapshot, ("snapshot", state.DeepClone())));
         }

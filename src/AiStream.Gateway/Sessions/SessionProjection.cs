@@ -8,7 +8,7 @@ namespace AiStream.Gateway.Sessions;
 /// What a session's log adds up to: the conversation, the shared state, and the runs in progress with their partial
 /// text. It is what the catch-up snapshot is built from, so a joiner never needs the whole log replayed.
 /// </summary>
-internal sealed class SessionProjection
+internal sealed class SessionProjection(StateLimits limits)
 {
     private readonly List<JsonObject> _messages = [];
     private readonly Dictionary<string, JsonObject> _messagesById = new(StringComparer.Ordinal);
@@ -106,7 +106,12 @@ internal sealed class SessionProjection
 
                 break;
             case AgUi.StateSnapshot:
-                _state = e["snapshot"]?.DeepClone();
+                // A log written before the limits (or past a racing check) must not poison the session: skip it.
+                if (limits.Check(e["snapshot"]) is null)
+                {
+                    _state = e["snapshot"]?.DeepClone();
+                }
+
                 break;
             case AgUi.Custom when Str(e, "name") is { } name && name.StartsWith("presence.", StringComparison.Ordinal)
                 && e["value"] is JsonObject member:
@@ -138,13 +143,49 @@ internal sealed class SessionProjection
 
                 break;
             case AgUi.StateDelta:
-                if (JsonPatch.TryApply(_state, (JsonArray)e["delta"]!, out var patched))
+                if (JsonPatch.TryApply(_state, (JsonArray)e["delta"]!, limits, out var patched, out _))
                 {
                     _state = patched;
                 }
 
                 break;
         }
+    }
+
+    /// <summary>
+    /// Null when the state events of <paramref name="bodies"/>, applied in order to the current state, keep it within
+    /// the limits; else why not. Nothing changes: it works on a copy.
+    /// </summary>
+    public string? CheckState(IReadOnlyList<JsonObject> bodies)
+    {
+        var candidate = _state;
+        foreach (var e in bodies)
+        {
+            switch (Str(e, "type"))
+            {
+                case AgUi.StateSnapshot:
+                    if (limits.Check(e["snapshot"]) is { } snapshotError)
+                    {
+                        return snapshotError;
+                    }
+
+                    candidate = e["snapshot"];
+                    break;
+                case AgUi.StateDelta when e["delta"] is JsonArray ops:
+                    if (JsonPatch.TryApply(candidate, ops, limits, out var patched, out var limitError))
+                    {
+                        candidate = patched;
+                    }
+                    else if (limitError is not null)
+                    {
+                        return limitError;
+                    }
+
+                    break;
+            }
+        }
+
+        return null;
     }
 
     /// <summary>

@@ -21,8 +21,8 @@ internal static partial class SessionsEndpoints
     }
 
     /// <summary>Session ids are path segments and Redis key parts: letters, digits and <c>._:-</c>, up to 128.</summary>
-    public static ApiError? CheckSessionId(string sessionId) =>
-        SessionIdPattern().IsMatch(sessionId) ? null
+    public static ApiError? CheckSessionId(string? sessionId) =>
+        sessionId is not null && SessionIdPattern().IsMatch(sessionId) ? null
             : ApiError.BadRequest("A session id is 1 to 128 letters, digits or . _ : -", "sessionId", "invalid_session_id");
 
     private static async Task<IResult> InfoAsync(string sessionId, HttpContext context, ISessionStore store, CancellationToken cancellationToken) =>
@@ -150,7 +150,16 @@ internal static partial class SessionsEndpoints
             return ApiError.BadRequest("Idempotency-Key is at most 256 characters.", "Idempotency-Key").ToResult();
         }
 
-        var result = await store.AppendAsync(sessionId, events, null, key.Length == 0 ? null : key, cancellationToken);
+        AppendResult result;
+        try
+        {
+            result = await store.AppendAsync(sessionId, events, null, key.Length == 0 ? null : key, cancellationToken);
+        }
+        catch (StateLimitExceededException ex)
+        {
+            return SessionLimitsHandler.ToError(ex)!.ToResult();
+        }
+
         return TypedResults.Json(new PublishResult(result.Seqs, result.Replayed), SessionsJsonContext.Default.PublishResult,
             statusCode: result.Replayed ? StatusCodes.Status200OK : StatusCodes.Status201Created);
     }
@@ -178,6 +187,6 @@ internal static partial class SessionsEndpoints
             : SessionAccess.Forbidden("Only the member who started a run, or an admin of the session, may cancel it.", "not_run_owner");
     }
 
-    [GeneratedRegex("^[A-Za-z0-9._:-]{1,128}$")]
+    [GeneratedRegex(@"^[A-Za-z0-9._:-]{1,128}\z")]
     private static partial Regex SessionIdPattern();
 }

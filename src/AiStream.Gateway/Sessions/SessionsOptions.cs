@@ -12,6 +12,17 @@ public sealed class SessionsOptions
     [Range(16, 10_000_000)]
     public int MaxEvents { get; set; } = 10_000;
 
+    /// <summary>
+    /// Most serialised bytes of events a session log keeps; older ones are summarised by the catch-up snapshot, as with
+    /// <see cref="MaxEvents"/>. Default 8 MiB.
+    /// </summary>
+    [Range(64 * 1024, 4L * 1024 * 1024 * 1024)]
+    public long MaxLogBytes { get; set; } = 8 * 1024 * 1024;
+
+    /// <summary>Most sessions one node holds at once; a new session past it is refused with 503 and Retry-After. Default 10000.</summary>
+    [Range(1, 10_000_000)]
+    public int MaxSessions { get; set; } = 10_000;
+
     /// <summary>Oldest event a session log keeps, in minutes. Default 60.</summary>
     [Range(1, 7 * 24 * 60)]
     public double MaxEventAgeMinutes { get; set; } = 60;
@@ -43,6 +54,14 @@ public sealed class SessionsOptions
     /// <summary>Most events in one publish batch. Default 1000.</summary>
     [Range(1, 100_000)]
     public int MaxPublishBatch { get; set; } = 1_000;
+
+    /// <summary>Deepest the shared state may be (a scalar is 0, <c>{}</c> 1), checked after every patch. Default 32.</summary>
+    [Range(2, 256)]
+    public int MaxStateDepth { get; set; } = 32;
+
+    /// <summary>Largest the shared state may be, in (approximate serialised) bytes, checked after every patch. Default 1 MiB.</summary>
+    [Range(1024, 256L * 1024 * 1024)]
+    public long MaxStateBytes { get; set; } = 1024 * 1024;
 
     /// <summary>Largest single event, serialised, in bytes. Default 256 KiB.</summary>
     [Range(256, 64 * 1024 * 1024)]

@@ -61,7 +61,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
         return await subscriptions.JoinAsync(Context.ConnectionId, Identity, sessionId, afterSeq, Context.ConnectionAborted);
     }
 
-    public Task Leave(string sessionId) => subscriptions.LeaveAsync(Context.ConnectionId, sessionId);
+    public Task Leave(string sessionId) => sessionId is null ? Task.CompletedTask : subscriptions.LeaveAsync(Context.ConnectionId, sessionId);
 
     /// <summary>Starts a run (same body as <c>POST /api/sessions/{id}/runs</c>) and returns its id.</summary>
     public async Task<string> StartRun(string sessionId, JsonElement request)
@@ -90,6 +90,11 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
     public async Task<string> CancelRun(string sessionId, string runId)
     {
         Check(sessionId, SessionRights.Write);
+        if (string.IsNullOrEmpty(runId) || runId.Length > 256)
+        {
+            throw new HubException("A run id is 1 to 256 characters.");
+        }
+
         var rights = Caller.RightsFor(sessionId);
         if (!rights.HasFlag(SessionRights.Admin) && await runs.OwnerOfAsync(sessionId, runId) is { } owner && owner != Caller.Subject)
         {

@@ -28,9 +28,15 @@ internal static class SessionSseEndpoint
         }
 
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
-        if (await watch.RunAsync(watchRequest, context.Response.BodyWriter, context.TraceIdentifier, context.RequestAborted) is not null)
+        if (await watch.RunAsync(watchRequest, context.Response.BodyWriter, context.TraceIdentifier, context.RequestAborted) is { } failure)
         {
             // Nothing was written yet.
+            if (SessionLimitsHandler.ToError(failure) is { } bound)
+            {
+                context.Response.Headers.RetryAfter = "5";
+                return bound.ToResult();
+            }
+
             return SessionSseWatch.Unavailable.ToResult();
         }
 

@@ -16,7 +16,7 @@ public sealed class SessionProjectionTests
     [Fact]
     public void Snapshot_RunInProgress_SummarisesConversationStateAndPartialText()
     {
-        var p = new SessionProjection();
+        var p = new SessionProjection(StateLimits.None);
         Apply(p, """{"type":"TEXT_MESSAGE_START","messageId":"u1","role":"user"}""");
         Apply(p, """{"type":"TEXT_MESSAGE_CONTENT","messageId":"u1","delta":"hello"}""");
         Apply(p, """{"type":"TEXT_MESSAGE_END","messageId":"u1"}""");
@@ -42,7 +42,7 @@ public sealed class SessionProjectionTests
     [Fact]
     public void Snapshot_AfterRunFinished_HasTheAnswerInMessagesAndNoRun()
     {
-        var p = new SessionProjection();
+        var p = new SessionProjection(StateLimits.None);
         Apply(p, """{"type":"RUN_STARTED","threadId":"s","runId":"r1"}""", "r1");
         Apply(p, """{"type":"TEXT_MESSAGE_START","messageId":"a1","role":"assistant"}""", "r1");
         Apply(p, """{"type":"TEXT_MESSAGE_CONTENT","messageId":"a1","delta":"Done."}""", "r1");
@@ -66,7 +66,7 @@ public sealed class SessionProjectionTests
     [Fact]
     public void Apply_RunError_EndsTheRunItBelongsTo()
     {
-        var p = new SessionProjection();
+        var p = new SessionProjection(StateLimits.None);
         Apply(p, """{"type":"RUN_STARTED","threadId":"s","runId":"r1"}""", "r1");
         Apply(p, """{"type":"RUN_ERROR","message":"boom"}""", "r1");
 
@@ -76,7 +76,7 @@ public sealed class SessionProjectionTests
     [Fact]
     public void Apply_MessagesSnapshot_ReplacesTheConversation()
     {
-        var p = new SessionProjection();
+        var p = new SessionProjection(StateLimits.None);
         Apply(p, """{"type":"TEXT_MESSAGE_START","messageId":"old","role":"user"}""");
         Apply(p, """{"type":"TEXT_MESSAGE_CONTENT","messageId":"old","delta":"x"}""");
         Apply(p, """{"type":"TEXT_MESSAGE_END","messageId":"old"}""");
@@ -90,7 +90,7 @@ public sealed class SessionProjectionTests
     [Fact]
     public void Apply_InvalidStateDelta_KeepsTheState()
     {
-        var p = new SessionProjection();
+        var p = new SessionProjection(StateLimits.None);
         Apply(p, """{"type":"STATE_SNAPSHOT","snapshot":{"a":1}}""");
         Apply(p, """{"type":"STATE_DELTA","delta":[{"op":"remove","path":"/nope"}]}""");
 
@@ -100,7 +100,7 @@ public sealed class SessionProjectionTests
     [Fact]
     public void Snapshot_PresenceEvents_ListMembersUpToTheCapWithTheTotal()
     {
-        var p = new SessionProjection();
+        var p = new SessionProjection(StateLimits.None);
         foreach (var id in new[] { "a", "b", "c" })
         {
             Apply(p, """{"type":"CUSTOM","name":"presence.join","value":{"id":""" + "\"" + id + "\",\"name\":\"" + id + "\"" + ""","kind":"user","connections":1,"state":{}}}""");
@@ -115,5 +115,32 @@ public sealed class SessionProjectionTests
         Assert.Equal(2, presence["total"]!.GetValue<int>());
         Assert.Equal(["a", "c"], presence["members"]!.AsArray().Select(m => m!["id"]!.GetValue<string>()));
         Assert.True(presence["members"]![0]!["state"]!["typing"]!.GetValue<bool>());
+    }
+
+    [Fact]
+    public void Apply_PoisonedLogBeyondTheStateLimits_SkipsThoseEventsAndKeepsTheLastGoodState()
+    {
+        // What a node loading an old Redis log meets: events written before the limits existed.
+        var p = new SessionProjection(new StateLimits(8, 4096));
+        Apply(p, """{"type":"STATE_SNAPSHOT","snapshot":{"ok":1}}""");
+        var deep = string.Concat(Enumerable.Repeat("{\"a\":", 20)) + "1" + new string('}', 20);
+        Apply(p, $$"""{"type":"STATE_SNAPSHOT","snapshot":{{deep}}}""");
+        Apply(p, """{"type":"STATE_DELTA","delta":[{"op":"copy","from":"","path":"/b"},{"op":"copy","from":"","path":"/b/b"},{"op":"copy","from":"","path":"/b/b/b"},{"op":"copy","from":"","path":"/b/b/b/b"},{"op":"copy","from":"","path":"/b/b/b/b/b"},{"op":"copy","from":"","path":"/b/b/b/b/b/b"},{"op":"copy","from":"","path":"/b/b/b/b/b/b/b"}]}""");
+
+        var state = Snapshot(p)[1]["snapshot"]!;
+        Assert.Equal("""{"ok":1}""", state.ToJsonString());
+    }
+
+    [Fact]
+    public void CheckState_NamesTheLimitABatchWouldBreak_WithoutChangingTheState()
+    {
+        var p = new SessionProjection(new StateLimits(32, 10_000));
+        Apply(p, """{"type":"STATE_SNAPSHOT","snapshot":{"x":"0123456789"}}""");
+        var copies = new JsonArray([.. Enumerable.Range(0, 12).Select(i => (JsonNode)new JsonObject { ["op"] = "copy", ["from"] = "", ["path"] = "/c" + i })]);
+        var error = p.CheckState([new JsonObject { ["type"] = "STATE_DELTA", ["delta"] = copies }]);
+
+        Assert.Contains("MaxStateBytes", error, StringComparison.Ordinal);
+        Assert.Equal("""{"x":"0123456789"}""", Snapshot(p)[1]["snapshot"]!.ToJsonString());
+        Assert.Null(p.CheckState([new JsonObject { ["type"] = "STATE_DELTA", ["delta"] = new JsonArray(new JsonObject { ["op"] = "copy", ["from"] = "", ["path"] = "/c" }) }]));
     }
 }

@@ -21,7 +21,7 @@ internal sealed class SimulatedChatClient(string modelId, ProviderOptions provid
         var plan = SimulatedScript.Plan(list, options);
         var responseId = "chatcmpl-sim-" + Guid.NewGuid().ToString("N")[..24];
         var created = time.GetUtcNow();
-        var promptTokens = tokens.CountPrompt(list.Select(m => (m.Role.Value, m.AuthorName, m.Text)), null);
+        var promptTokens = tokens.CountPrompt(list.Select(m => (m.Role.Value, m.AuthorName, m.Text)), null, cancellationToken);
         var maxTokens = options?.MaxOutputTokens is int max and > 0 ? max : int.MaxValue;
 
         if (provider.TimeToFirstTokenMs > 0)
@@ -42,7 +42,7 @@ internal sealed class SimulatedChatClient(string modelId, ProviderOptions provid
         if (plan.ToolCall is { } call)
         {
             yield return Update(call);
-            completionTokens = tokens.Count(call.Name) + tokens.Count(System.Text.Json.JsonSerializer.Serialize(call.Arguments, Completions.ChunkRenderer.CompactJson));
+            completionTokens = tokens.Count(call.Name, cancellationToken) + tokens.Count(System.Text.Json.JsonSerializer.Serialize(call.Arguments, Completions.ChunkRenderer.CompactJson), cancellationToken);
             finish = ChatFinishReason.ToolCalls;
         }
         else
@@ -51,7 +51,7 @@ internal sealed class SimulatedChatClient(string modelId, ProviderOptions provid
             for (var i = 0; i < plan.Words.Count; i++)
             {
                 var word = plan.Words[i];
-                var cost = tokens.Count(word);
+                var cost = tokens.Count(word, cancellationToken);
                 if (completionTokens + cost > maxTokens)
                 {
                     finish = ChatFinishReason.Length;

@@ -1,5 +1,6 @@
 using AiStream.Gateway.Completions;
 using AiStream.Gateway.Diagnostics;
+using AiStream.Gateway.Limits;
 using AiStream.Gateway.Presence;
 using AiStream.Gateway.Providers;
 using AiStream.Gateway.Resilience;
@@ -26,6 +27,7 @@ internal static class AiStreamHosting
         services.AddProblemDetails();
         services.TryAddSingleton(TimeProvider.System);
         services.AddAiStreamSecurity();
+        services.AddAiStreamLimits();
         services.AddAiStreamProviders();
         services.AddAiStreamCompletions();
         services.AddAiStreamDiagnostics();
@@ -53,6 +55,8 @@ internal static class AiStreamHosting
         app.UseRouting();
         app.UseAuthentication();
         app.UseAuthorization();
+        // Limits count the caller, so they come after authentication.
+        app.UseRateLimiter();
         app.MapAiStreamHealth();
         app.MapCompletions().RequireAuthorization(SecurityHosting.CompletionsPolicy);
         app.MapSessions();

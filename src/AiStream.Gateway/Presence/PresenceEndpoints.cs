@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using AiStream.Gateway.Completions;
+using AiStream.Gateway.Limits;
 using AiStream.Gateway.Security;
 using AiStream.Gateway.Sessions;
 
@@ -39,7 +40,7 @@ internal static class PresenceEndpoints
         return TypedResults.Json(new PresenceList(sessionId, total, members), PresenceJsonContext.Default.PresenceList);
     }
 
-    private static async Task<IResult> SetStateAsync(string sessionId, string? clientId, HttpRequest request, IPresenceStore store, CancellationToken cancellationToken)
+    private static async Task<IResult> SetStateAsync(string sessionId, string? clientId, HttpRequest request, IPresenceStore store, CallerLimits limits, CancellationToken cancellationToken)
     {
         if (SessionsEndpoints.CheckSessionId(sessionId) is { } error)
         {
@@ -49,6 +50,11 @@ internal static class PresenceEndpoints
         if (SessionAccess.Require(request.HttpContext, sessionId, SessionRights.Read) is { } denied)
         {
             return denied;
+        }
+
+        if (limits.TryMessage(request.HttpContext) is { } retry)
+        {
+            return LimitsHosting.TooMany(request.HttpContext, "Too many messages (AiStream:Limits:MessagesPerSecond).", "too_many_messages", retry);
         }
 
         // With authentication on, the member is the credential's subject: a caller sets only its own state.

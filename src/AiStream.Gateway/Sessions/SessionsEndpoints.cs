@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using AiStream.Gateway.Completions;
+using AiStream.Gateway.Limits;
 using AiStream.Gateway.Security;
 using Microsoft.Extensions.Options;
 
@@ -30,7 +31,7 @@ internal static partial class SessionsEndpoints
             : SessionAccess.Require(context, sessionId, SessionRights.Read) is { } denied ? denied
             : TypedResults.Json(await store.InfoAsync(sessionId, cancellationToken), SessionsJsonContext.Default.SessionInfo);
 
-    private static async Task<IResult> StartRunAsync(string sessionId, HttpRequest request, RunManager runs, CancellationToken cancellationToken)
+    private static async Task<IResult> StartRunAsync(string sessionId, HttpRequest request, RunManager runs, CallerLimits limits, CancellationToken cancellationToken)
     {
         if (CheckSessionId(sessionId) is { } idError)
         {
@@ -40,6 +41,11 @@ internal static partial class SessionsEndpoints
         if (SessionAccess.Require(request.HttpContext, sessionId, SessionRights.Write) is { } denied)
         {
             return denied;
+        }
+
+        if (limits.TryStartRun(request.HttpContext) is { } retryRun)
+        {
+            return LimitsHosting.TooMany(request.HttpContext, "Too many runs started (AiStream:Limits:RunsPerMinute).", "too_many_runs", retryRun);
         }
 
         var (body, parseError) = await ClientJson.ReadAsync(request, 1024 * 1024, cancellationToken);
@@ -96,7 +102,7 @@ internal static partial class SessionsEndpoints
     }
 
     private static async Task<IResult> PublishAsync(
-        string sessionId, HttpRequest request, ISessionStore store, IOptions<SessionsOptions> options, CancellationToken cancellationToken)
+        string sessionId, HttpRequest request, ISessionStore store, IOptions<SessionsOptions> options, CallerLimits callerLimits, CancellationToken cancellationToken)
     {
         if (CheckSessionId(sessionId) is { } idError)
         {
@@ -106,6 +112,11 @@ internal static partial class SessionsEndpoints
         if (SessionAccess.Require(request.HttpContext, sessionId, SessionRights.Write) is { } denied)
         {
             return denied;
+        }
+
+        if (callerLimits.TryMessage(request.HttpContext) is { } retryMessage)
+        {
+            return LimitsHosting.TooMany(request.HttpContext, "Too many messages (AiStream:Limits:MessagesPerSecond).", "too_many_messages", retryMessage);
         }
 
         var limits = options.Value;

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using AiStream.Gateway.Completions;
+using AiStream.Gateway.Limits;
 using AiStream.Gateway.Security;
 using AiStream.Gateway.Sessions;
 using Microsoft.AspNetCore.Http.Features;
@@ -21,7 +22,7 @@ internal static class AgUiEndpoint
         return app;
     }
 
-    private static async Task<IResult> RunAsync(HttpContext context, ISessionStore store, RunManager runs, IOptions<SessionsOptions> sessionOptions)
+    private static async Task<IResult> RunAsync(HttpContext context, ISessionStore store, RunManager runs, CallerLimits limits, IOptions<SessionsOptions> sessionOptions)
     {
         var cancellationToken = context.RequestAborted;
         var (node, parseError) = await ClientJson.ReadAsync(context.Request, 4 * 1024 * 1024, cancellationToken);
@@ -50,6 +51,11 @@ internal static class AgUiEndpoint
         if (SessionAccess.Require(context, sessionId, SessionRights.Write) is { } denied)
         {
             return denied;
+        }
+
+        if (limits.TryStartRun(context) is { } retry)
+        {
+            return LimitsHosting.TooMany(context, "Too many runs started (AiStream:Limits:RunsPerMinute).", "too_many_runs", retry);
         }
 
         var runId = input["runId"] is JsonValue run && run.GetValueKind() == JsonValueKind.String && run.GetValue<string>().Length > 0

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using AiStream.Gateway.Completions;
+using AiStream.Gateway.Limits;
 using AiStream.Gateway.Presence;
 using AiStream.Gateway.Security;
 using AiStream.Gateway.Sessions;
@@ -15,7 +16,7 @@ namespace AiStream.Gateway.Transports;
 /// <c>/hubs/sessions</c>: the session log over SignalR. One connection can join many sessions; each join gets the
 /// same events, JSON and positions as the SSE watch, sent to the client method <c>Event(sessionId, event)</c>.
 /// </summary>
-internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore store, RunManager runs, IPresenceStore presence) : Hub
+internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore store, RunManager runs, IPresenceStore presence, CallerLimits limits) : Hub
 {
     /// <summary>Reads the member identity from the hub URL (<c>?clientId=&amp;name=</c>); a bad one refuses the connection.</summary>
     public override Task OnConnectedAsync()
@@ -67,6 +68,11 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
     public async Task<string> StartRun(string sessionId, JsonElement request)
     {
         Check(sessionId, SessionRights.Write);
+        if (Context.GetHttpContext() is { } http && limits.TryStartRun(http) is { } retry)
+        {
+            throw new HubException($"Too many runs started (AiStream:Limits:RunsPerMinute); retry in {Math.Ceiling(retry.TotalSeconds)} s.");
+        }
+
         if (request.ValueKind != JsonValueKind.Object)
         {
             throw new HubException("The run request must be an object.");

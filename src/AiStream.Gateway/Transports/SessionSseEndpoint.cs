@@ -108,10 +108,11 @@ internal sealed class SessionSseWatch(
             return (null, error!.ToResult());
         }
 
-        if (ClientIdentity.FromCaller(caller, query["color"].ToString()) is { } authenticated)
+        // (The color was checked above, so an authenticated caller always has an identity here.)
+        if (ClientIdentity.FromCaller(caller, query["color"].ToString()) is { Identity: { } member })
         {
             // The credential names the member; the query's clientId and the cookie do not.
-            checkedRequest = checkedRequest with { Identity = authenticated.Identity!, ExpiresAt = caller.ExpiresAt };
+            checkedRequest = checkedRequest with { Identity = member, ExpiresAt = caller.ExpiresAt };
             generated = false;
         }
 

@@ -83,12 +83,13 @@ public sealed class ConnectionsCommand : ScenarioCommand<ConnectionsSettings>
             result.Notes.Add(settings.GatewayPid is null ? "with --url and no --gateway-pid, memory cannot be read" : "with --url the gateway is shared by every cell, so readings carry over");
         }
 
-        using var http = SseWatcher.CreateClient();
+        var auth = LoadAuth.From(settings, result);
+        using var http = SseWatcher.CreateClient(auth);
         foreach (var transport in transports)
         {
             foreach (var count in counts)
             {
-                await using var gateway = settings.Url is null ? await GatewayProcess.StartAsync(GatewayProcess.Locate(settings.GatewayDll), new Dictionary<string, string>(), waitUntilReady: !settings.Smoke) : null;
+                await using var gateway = settings.Url is null ? await GatewayProcess.StartAsync(GatewayProcess.Locate(settings.GatewayDll), auth.ServerSettings(), waitUntilReady: !settings.Smoke) : null;
                 var baseAddress = gateway?.BaseAddress ?? new Uri(settings.Url!.TrimEnd('/') + "/");
                 var pid = gateway?.ProcessId ?? settings.GatewayPid;
                 if (pid is int p && !result.Settings.ContainsKey("gatewayOpenFilesLimit"))
@@ -99,7 +100,7 @@ public sealed class ConnectionsCommand : ScenarioCommand<ConnectionsSettings>
 
                 var sessionId = FanoutRunner.NewSessionId("idle");
                 var after = await FanoutRunner.StartMessageAsync(http, baseAddress, sessionId, cancellationToken);
-                Watcher Create() => FanoutRunner.NewWatcher(transport, http, baseAddress, sessionId, after, "all", 1);
+                Watcher Create() => FanoutRunner.NewWatcher(transport, http, auth, baseAddress, sessionId, after, "all", 1);
 
                 var warm = Create();
                 await warm.ConnectAsync(cancellationToken);

@@ -27,6 +27,17 @@ public class ScenarioSettings : CommandSettings
     [Description("The gateway assembly to start. Default: src/AiStream.Gateway/bin/<configuration of this tool>/net10.0/AiStream.Gateway.dll.")]
     public string? GatewayDll { get; set; }
 
+    [CommandOption("--auth <ON|OFF>")]
+    [Description("on (default): the gateway the tool starts gets a random HS256 signing key (AiStream__Auth__Jwt__SigningKey) and every request carries a JWT minted with it. off: neither.")]
+    public string? Auth { get; set; }
+
+    [CommandOption("--signing-key <KEY>")]
+    [Description("With --url and --auth on: the gateway's HS256 signing key, so the tool can mint tokens it accepts. Without it, requests to a --url gateway carry no token.")]
+    public string? SigningKey { get; set; }
+
+    /// <summary>Whether <c>--auth</c> is on (its default).</summary>
+    internal bool AuthOn => !string.Equals(Auth, "off", StringComparison.OrdinalIgnoreCase);
+
     [CommandOption("--duration <SECONDS>")]
     [Description("Length of each measured phase.")]
     public double? Duration { get; set; }
@@ -36,6 +47,16 @@ public class ScenarioSettings : CommandSettings
         if (Url is not null && (!Uri.TryCreate(Url, UriKind.Absolute, out var uri) || !IsLoopback(uri)))
         {
             return Spectre.Console.ValidationResult.Error("--url must be a loopback http URL on this machine (127.0.0.0/8, localhost or [::1]).");
+        }
+
+        if (Auth is not null && !Auth.Equals("on", StringComparison.OrdinalIgnoreCase) && !Auth.Equals("off", StringComparison.OrdinalIgnoreCase))
+        {
+            return Spectre.Console.ValidationResult.Error("--auth takes on or off.");
+        }
+
+        if (SigningKey is not null && System.Text.Encoding.UTF8.GetByteCount(SigningKey) < 32)
+        {
+            return Spectre.Console.ValidationResult.Error("--signing-key must be at least 32 bytes of UTF-8, as the gateway requires.");
         }
 
         return Duration is <= 0 or > 600

@@ -4,7 +4,10 @@ using Microsoft.AspNetCore.SignalR.Client;
 
 namespace AiStream.LoadTest.Clients;
 
-/// <summary>A SignalR watcher (official .NET client, WebSockets, negotiation skipped) that joins one session after a position.</summary>
+/// <summary>
+/// A SignalR watcher (official .NET client, WebSockets, negotiation skipped) that joins one session after a position,
+/// with the run's bearer token when auth is on.
+/// </summary>
 internal sealed class HubWatcher : Watcher
 {
     private readonly HubConnection _connection;
@@ -12,7 +15,7 @@ internal sealed class HubWatcher : Watcher
     private readonly long _afterSeq;
     private bool _stopping;
 
-    public HubWatcher(Uri hubUrl, string sessionId, long afterSeq, string group, int capacity)
+    public HubWatcher(Uri hubUrl, string sessionId, long afterSeq, string group, int capacity, string? bearerToken)
         : base(group, capacity)
     {
         _sessionId = sessionId;
@@ -22,6 +25,11 @@ internal sealed class HubWatcher : Watcher
             {
                 o.Transports = HttpTransportType.WebSockets;
                 o.SkipNegotiation = true;
+                // The .NET client sends it as Authorization: Bearer on the WebSocket upgrade (?access_token= only in browsers).
+                if (bearerToken is not null)
+                {
+                    o.AccessTokenProvider = () => Task.FromResult<string?>(bearerToken);
+                }
             })
             .Build();
 

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Text;
+using AiStream.LoadTest.Infrastructure;
 
 namespace AiStream.LoadTest.Clients;
 
@@ -25,15 +26,15 @@ internal sealed class SseWatcher : Watcher
         _nchan = nchan;
     }
 
-    /// <summary>A shared client for many watchers: no connection limit, no proxy.</summary>
-    public static HttpMessageInvoker CreateClient() => new(new SocketsHttpHandler
+    /// <summary>A shared client for many watchers (and publishers): no connection limit, no proxy, the run's bearer token on every request.</summary>
+    public static HttpMessageInvoker CreateClient(LoadAuth auth) => new(new LoadAuth.BearerHandler(auth, new SocketsHttpHandler
     {
         UseProxy = false,
         MaxConnectionsPerServer = int.MaxValue,
         PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
         AutomaticDecompression = DecompressionMethods.None,
         ConnectTimeout = TimeSpan.FromSeconds(60),
-    });
+    }));
 
     /// <summary>Opens the stream and returns once the response headers arrived (the watch is registered by then).</summary>
     public override async Task ConnectAsync(CancellationToken cancellationToken)

@@ -8,7 +8,8 @@ namespace AiStream.LoadTest.Infrastructure;
 /// The built gateway (<c>dotnet AiStream.Gateway.dll</c>) as a child process on a free loopback port, configured only
 /// by the settings given (configuration keys such as <c>AiStream:Providers:mock:Type</c>, passed as environment
 /// variables <c>AiStream__Providers__mock__Type</c>). The same approach as the integration tests' GatewayProcess,
-/// copied rather than referenced so the tool does not depend on a test project.
+/// copied rather than referenced so the tool does not depend on a test project. The floor of <c>connections</c> is
+/// started by it too (<see cref="LocateFloor"/>).
 /// </summary>
 internal sealed class GatewayProcess : ManagedProcess
 {
@@ -56,6 +57,18 @@ internal sealed class GatewayProcess : ManagedProcess
             return File.Exists(explicitPath) ? Path.GetFullPath(explicitPath) : throw new FileNotFoundException("No gateway assembly at " + explicitPath, explicitPath);
         }
 
+        return LocateBuilt(Path.Combine("src", "AiStream.Gateway"), "AiStream.Gateway.dll");
+    }
+
+    /// <summary>
+    /// The floor of <c>connections</c> (<c>tests/AiStream.LoadTest.Floor</c>), at its own build output with the
+    /// configuration the tool was built with. It is started like the gateway: same launcher, environment and
+    /// <c>--urls</c>, and it answers <c>/healthz</c> and <c>/readyz</c>.
+    /// </summary>
+    public static string LocateFloor() => LocateBuilt(Path.Combine("tests", "AiStream.LoadTest.Floor"), "AiStream.LoadTest.Floor.dll");
+
+    private static string LocateBuilt(string project, string assembly)
+    {
         var segments = AppContext.BaseDirectory.Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries);
         var bin = Array.LastIndexOf(segments, "bin");
         var configuration = bin >= 0 && bin + 1 < segments.Length ? segments[bin + 1] : "Release";
@@ -63,10 +76,10 @@ internal sealed class GatewayProcess : ManagedProcess
         {
             if (File.Exists(Path.Combine(folder.FullName, "AiStream.sln")))
             {
-                var path = Path.Combine(folder.FullName, "src", "AiStream.Gateway", "bin", configuration, "net10.0", "AiStream.Gateway.dll");
+                var path = Path.Combine(folder.FullName, project, "bin", configuration, "net10.0", assembly);
                 return File.Exists(path)
                     ? path
-                    : throw new FileNotFoundException($"The gateway is not built for {configuration}: {path} is missing. Build the solution first.", path);
+                    : throw new FileNotFoundException($"{assembly} is not built for {configuration}: {path} is missing. Build the solution first.", path);
             }
         }
 
@@ -108,7 +121,7 @@ internal sealed class GatewayProcess : ManagedProcess
             if (Process.HasExited)
             {
                 await Process.WaitForExitAsync();
-                throw new InvalidOperationException($"The gateway exited with code {Process.ExitCode} while starting:\n" + Output);
+                throw new InvalidOperationException($"{Path.GetFileName(Process.StartInfo.ArgumentList[0])} exited with code {Process.ExitCode} while starting:\n" + Output);
             }
 
             try

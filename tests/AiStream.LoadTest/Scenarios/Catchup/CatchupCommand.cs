@@ -87,9 +87,10 @@ public sealed class CatchupCommand : ScenarioCommand<CatchupSettings>
 
         result.Notes.Add("caught up = the first live event, published as soon as the watcher's response headers arrived, was received; bytes = SSE body bytes up to and including it");
 
-        await using var gateway = settings.Url is null ? await GatewayProcess.StartAsync(GatewayProcess.Locate(settings.GatewayDll), gatewaySettings, waitUntilReady: !settings.Smoke) : null;
+        var auth = LoadAuth.From(settings, result);
+        await using var gateway = settings.Url is null ? await GatewayProcess.StartAsync(GatewayProcess.Locate(settings.GatewayDll), auth.ServerSettings(gatewaySettings), waitUntilReady: !settings.Smoke) : null;
         var baseAddress = gateway?.BaseAddress ?? new Uri(settings.Url!.TrimEnd('/') + "/");
-        using var http = SseWatcher.CreateClient();
+        using var http = SseWatcher.CreateClient(auth);
         var sessionId = Fanout.FanoutRunner.NewSessionId("catchup");
         var fill = Stopwatch.StartNew();
         var written = 0;

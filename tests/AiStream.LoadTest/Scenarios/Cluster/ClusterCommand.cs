@@ -102,16 +102,17 @@ public sealed class ClusterCommand : ScenarioCommand<ClusterSettings>
         result.Notes.Add("every event is published to node A; in '2 nodes + redis' half the watchers are on node B (crossNode) and half on A (sameNode)");
         result.Notes.Add("gateway CPU = both nodes' utime+stime; Redis CPU = redis-server's, over the phase, per event delivered to all watchers");
         var assembly = GatewayProcess.Locate(settings.GatewayDll);
-        using var http = SseWatcher.CreateClient();
-        using var publishHttp = SseWatcher.CreateClient();
+        var auth = LoadAuth.From(settings, result);
+        using var http = SseWatcher.CreateClient(auth);
+        using var publishHttp = SseWatcher.CreateClient(auth);
 
         {
-            await using var single = await GatewayProcess.StartAsync(assembly, new Dictionary<string, string>(), waitUntilReady: !settings.Smoke);
+            await using var single = await GatewayProcess.StartAsync(assembly, auth.ServerSettings(), waitUntilReady: !settings.Smoke);
             await MeasureAsync("1 node", [single], null, "sameNode");
         }
 
         await using var redis = await RedisProcess.StartAsync();
-        var scaleout = new Dictionary<string, string> { ["ConnectionStrings:Redis"] = redis.ConnectionString };
+        var scaleout = auth.ServerSettings(new Dictionary<string, string> { ["ConnectionStrings:Redis"] = redis.ConnectionString });
 
         // The smoke run proves the cross-node path; one node on Redis is a full run's extra comparison.
         if (!settings.Smoke)
@@ -146,7 +147,7 @@ public sealed class ClusterCommand : ScenarioCommand<ClusterSettings>
             {
                 var node = nodes[i % nodes.Length];
                 var group = onlyGroup ?? (node == nodes[0] ? "sameNode" : "crossNode");
-                return FanoutRunner.NewWatcher(transport, http, node.BaseAddress, sessionId, after, group, capacity);
+                return FanoutRunner.NewWatcher(transport, http, auth, node.BaseAddress, sessionId, after, group, capacity);
             }).ToList();
             var probes = new List<CpuProbe> { new("gateway", () => nodes.Sum(n => ProcStats.CpuSeconds(n.ProcessId))) };
             if (redisServer is not null)

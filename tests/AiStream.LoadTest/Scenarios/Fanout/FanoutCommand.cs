@@ -103,9 +103,10 @@ public sealed class FanoutCommand : ScenarioCommand<FanoutSettings>
         result.Notes.Add("CPU per event: the server's utime+stime over the phase / events delivered to all watchers (a merged delta counts every event in it)");
         result.Notes.Add("all watchers are one presence member (clientId=loadtest), so connecting them adds no presence events to the log");
 
-        using var http = SseWatcher.CreateClient();
-        using var publishHttp = SseWatcher.CreateClient();
-        await using var gateway = settings.Url is null ? await GatewayProcess.StartAsync(GatewayProcess.Locate(settings.GatewayDll), new Dictionary<string, string>(), waitUntilReady: !settings.Smoke) : null;
+        var auth = LoadAuth.From(settings, result);
+        using var http = SseWatcher.CreateClient(auth);
+        using var publishHttp = SseWatcher.CreateClient(auth);
+        await using var gateway = settings.Url is null ? await GatewayProcess.StartAsync(GatewayProcess.Locate(settings.GatewayDll), auth.ServerSettings(), waitUntilReady: !settings.Smoke) : null;
         var baseAddress = gateway?.BaseAddress ?? new Uri(settings.Url!.TrimEnd('/') + "/");
         var pid = gateway?.ProcessId ?? settings.GatewayPid;
         if (pid is int p)
@@ -117,7 +118,7 @@ public sealed class FanoutCommand : ScenarioCommand<FanoutSettings>
         if (!settings.Smoke && transports.Any(t => t != "nchan"))
         {
             // The runtime compiles hot paths in tiers over the first seconds of load; measure the steady state.
-            await WarmUpAsync(http, publishHttp, baseAddress, transports, rates[0], cancellationToken);
+            await WarmUpAsync(http, publishHttp, auth, baseAddress, transports, rates[0], cancellationToken);
             result.Notes.Add("before the measured phases, each gateway transport ran a 5 s warm-up (100 watchers of another session at the first rate), not counted");
         }
 
@@ -134,7 +135,7 @@ public sealed class FanoutCommand : ScenarioCommand<FanoutSettings>
                 var sessionId = FanoutRunner.NewSessionId("fanout");
                 var after = await FanoutRunner.StartMessageAsync(publishHttp, baseAddress, sessionId, cancellationToken);
                 var capacity = (rates.Length * maxEvents) + 1;
-                var watchers = Enumerable.Range(0, count).Select(_ => FanoutRunner.NewWatcher(transport, http, baseAddress, sessionId, after, "all", capacity)).ToList();
+                var watchers = Enumerable.Range(0, count).Select(_ => FanoutRunner.NewWatcher(transport, http, auth, baseAddress, sessionId, after, "all", capacity)).ToList();
                 try
                 {
                     await ConnectAsync($"fanout {transport} connecting {count} watchers", watchers, cancellationToken);
@@ -155,7 +156,7 @@ public sealed class FanoutCommand : ScenarioCommand<FanoutSettings>
         }
     }
 
-    private static async Task WarmUpAsync(HttpMessageInvoker http, HttpMessageInvoker publishHttp, Uri baseAddress, string[] transports, int rate,
+    private static async Task WarmUpAsync(HttpMessageInvoker http, HttpMessageInvoker publishHttp, LoadAuth auth, Uri baseAddress, string[] transports, int rate,
         CancellationToken cancellationToken)
     {
         const int Watchers = 100;
@@ -165,7 +166,7 @@ public sealed class FanoutCommand : ScenarioCommand<FanoutSettings>
         {
             var sessionId = FanoutRunner.NewSessionId("warmup");
             var after = await FanoutRunner.StartMessageAsync(publishHttp, baseAddress, sessionId, cancellationToken);
-            var watchers = Enumerable.Range(0, Watchers).Select(_ => FanoutRunner.NewWatcher(transport, http, baseAddress, sessionId, after, "all", maxEvents + 1)).ToList();
+            var watchers = Enumerable.Range(0, Watchers).Select(_ => FanoutRunner.NewWatcher(transport, http, auth, baseAddress, sessionId, after, "all", maxEvents + 1)).ToList();
             try
             {
                 await ConnectAsync($"fanout {transport} warm-up connecting", watchers, cancellationToken);

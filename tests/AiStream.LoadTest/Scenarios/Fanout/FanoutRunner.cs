@@ -28,10 +28,11 @@ internal static class FanoutRunner
     public static Uri HubUrl(Uri gateway) => new(gateway, "hubs/sessions?clientId=loadtest&name=loadtest");
 
     /// <summary>A watcher of <paramref name="sessionId"/> on one gateway over <paramref name="transport"/> ("sse" or "signalr").</summary>
-    public static Watcher NewWatcher(string transport, HttpMessageInvoker http, Uri gateway, string sessionId, long afterSeq, string group, int capacity) =>
+    /// <remarks>SSE watchers take the bearer token from <paramref name="http"/> (<see cref="SseWatcher.CreateClient"/>); hub watchers from <paramref name="auth"/>.</remarks>
+    public static Watcher NewWatcher(string transport, HttpMessageInvoker http, LoadAuth auth, Uri gateway, string sessionId, long afterSeq, string group, int capacity) =>
         transport == "sse"
             ? new SseWatcher(http, SseUrl(gateway, sessionId, afterSeq), group, capacity)
-            : new HubWatcher(HubUrl(gateway), sessionId, afterSeq, group, capacity);
+            : new HubWatcher(HubUrl(gateway), sessionId, afterSeq, group, capacity, auth.Token);
 
     /// <summary>Publishes <c>TEXT_MESSAGE_START</c> of message <c>m1</c> and returns its position: the watchers' start.</summary>
     public static async Task<long> StartMessageAsync(HttpMessageInvoker http, Uri gateway, string sessionId, CancellationToken cancellationToken)

@@ -118,18 +118,19 @@ public sealed class ProxyCommand : ScenarioCommand<ProxySettings>
 
         await using var mock = await MockUpstream.StartAsync(gaps[0], settings.MockPort ?? 0);
         var mockHostPort = mock.BaseAddress.Authority;
+        var auth = LoadAuth.From(settings, result);
         await using var targets = new TargetSet();
         targets.Add(Direct, mock.BaseAddress, pid: null);
         if (settings.Url is null)
         {
-            var gateway = await GatewayProcess.StartAsync(GatewayProcess.Locate(settings.GatewayDll), new Dictionary<string, string>
+            var gateway = await GatewayProcess.StartAsync(GatewayProcess.Locate(settings.GatewayDll), auth.ServerSettings(new Dictionary<string, string>
             {
                 ["AiStream:Providers:mock:Type"] = "OpenAICompatible",
                 ["AiStream:Providers:mock:Endpoint"] = mock.BaseAddress + "v1",
                 ["AiStream:Models:mock:Provider"] = "mock",
                 ["AiStream:Models:mock:UpstreamModel"] = "mock-model",
                 ["AiStream:Models:mock:IdleTimeoutSeconds"] = "120",
-            }, waitUntilReady: !settings.Smoke);
+            }), waitUntilReady: !settings.Smoke);
             targets.Own(gateway);
             await Task.Delay(settings.Smoke ? 200 : 1000, cancellationToken);
             var idleBefore = ProcStats.CpuSeconds(gateway.ProcessId);
@@ -176,7 +177,8 @@ public sealed class ProxyCommand : ScenarioCommand<ProxySettings>
             AutomaticDecompression = DecompressionMethods.None,
             ConnectTimeout = TimeSpan.FromSeconds(30),
         };
-        using var http = new HttpMessageInvoker(handler);
+        // Every target gets the same requests, the bearer token included (the mock and nginx ignore it).
+        using var http = new HttpMessageInvoker(new LoadAuth.BearerHandler(auth, handler), disposeHandler: false);
         foreach (var gap in gaps)
         {
             mock.GapMs = gap;

@@ -73,6 +73,9 @@ internal sealed class LoadAuth
     public Dictionary<string, string> ServerSettings(IReadOnlyDictionary<string, string>? settings = null)
     {
         var all = settings is null ? new Dictionary<string, string>() : new Dictionary<string, string>(settings);
+        // Every load client is one user on one address: the per-caller message rate (on by default) would measure the
+        // limiter, not the delivery. The connection and run limits are off by default already.
+        all.TryAdd("AiStream__Limits__MessagesPerSecond", "0");
         if (SigningKey is not null)
         {
             all[SigningKeySetting] = SigningKey;

@@ -1,7 +1,9 @@
 using System.Text.Json;
 using AiStream.Gateway.Diagnostics;
+using AiStream.Gateway.Limits;
 using AiStream.Gateway.Providers;
 using AiStream.Gateway.Resilience;
+using AiStream.Gateway.Security;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Options;
 using Polly.CircuitBreaker;
@@ -19,6 +21,7 @@ internal sealed partial class CompletionProxy(
     UpstreamResilience resilience,
     IHttpClientFactory httpClients,
     TokenCounter tokens,
+    TokenBudget budget,
     AiStreamMetrics metrics,
     IOptions<CompletionsOptions> options,
     TimeProvider time,
@@ -49,10 +52,33 @@ internal sealed partial class CompletionProxy(
             return ApiError.ModelNotFound(parsed.Model).ToResult();
         }
 
+        // A daily budget is checked before the upstream is called: the request that would cross it never reaches it.
+        var caller = CallerGrants.Of(context);
+        if (budget.Applies(caller))
+        {
+            var needed = tokens.CountPrompt(parsed.MessagesForCounting(), parsed.ToolsJson(), cancellationToken) + (parsed.MaxOutputTokens ?? budget.DefaultMaxTokens);
+            var (reservation, retryAfter) = budget.TryReserve(caller, "ip:" + context.Connection.RemoteIpAddress, needed);
+            if (reservation is null)
+            {
+                return LimitsHosting.TooMany(context, $"This request needs up to {needed} tokens, more than is left of today's budget (AiStream:Limits:DailyTokens).",
+                    "daily_token_budget_exceeded", retryAfter);
+            }
+
+            parsed.Reservation = reservation;
+        }
+
         var candidates = catalog.Candidates(route);
-        return parsed.Stream
-            ? await StreamAsync(context, parsed, candidates, cancellationToken).ConfigureAwait(false)
-            : await CompleteAsync(context, parsed, candidates, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return parsed.Stream
+                ? await StreamAsync(context, parsed, candidates, cancellationToken).ConfigureAwait(false)
+                : await CompleteAsync(context, parsed, candidates, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Usage settles the reservation; a request that never reached a model used nothing.
+            parsed.Reservation?.Settle(0);
+        }
     }
 
     private async Task<IResult> StreamAsync(HttpContext context, CompletionRequest request, IReadOnlyList<ModelRoute> candidates, CancellationToken cancellationToken)
@@ -399,6 +425,7 @@ internal sealed partial class CompletionProxy(
         var prompt = tally.PromptTokens ?? tokens.CountPrompt(request.MessagesForCounting(), request.ToolsJson());
         var completion = tally.CompletionTokens ?? tokens.Count(tally.GeneratedText);
         metrics.RecordUsage(new UsageRecord(route.Name, route.ProviderName, prompt, completion, estimated));
+        request.Reservation?.Settle(prompt + completion);
         Log.Usage(logger, route.Name, route.ProviderName, prompt, completion, estimated);
     }
 

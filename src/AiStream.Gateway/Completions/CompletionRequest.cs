@@ -155,6 +155,15 @@ internal sealed class CompletionRequest
         return JsonSerializer.SerializeToUtf8Bytes(Body, CompletionsNodeContext.Default.JsonObject);
     }
 
+    /// <summary>The most tokens the answer may use, when the request says (<c>max_completion_tokens</c>, else <c>max_tokens</c>).</summary>
+    public int? MaxOutputTokens =>
+        Body["max_completion_tokens"] is JsonValue completion ? completion.GetValue<int>()
+        : Body["max_tokens"] is JsonValue max ? max.GetValue<int>()
+        : null;
+
+    /// <summary>The tokens reserved for this request in its caller's daily budget, settled when usage is recorded.</summary>
+    public Limits.TokenBudget.Reservation? Reservation { get; set; }
+
     /// <summary>The messages as (role, name, text) for counting prompt tokens.</summary>
     public IEnumerable<(string Role, string? Name, string Content)> MessagesForCounting()
     {

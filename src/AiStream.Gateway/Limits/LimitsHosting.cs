@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Threading.RateLimiting;
-using AiStream.Gateway.Completions;
 using Microsoft.AspNetCore.RateLimiting;
 using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.Options;
@@ -19,6 +18,7 @@ internal static class LimitsHosting
         services.AddOptions<LimitsOptions>().BindConfiguration(LimitsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton<LimitsMetrics>();
         services.AddSingleton<CallerLimits>();
+        services.AddSingleton<TokenBudget>();
         services.AddSingleton<HubMessageLimit>();
         services.AddSignalR(hub => hub.AddFilter<HubMessageLimit>());
         services.AddRateLimiter(_ => { });
@@ -48,14 +48,16 @@ internal static class LimitsHosting
     public static Task WriteTooManyAsync(HttpContext context, string message, string code, TimeSpan retryAfter)
     {
         context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
-        return new ApiError(StatusCodes.Status429TooManyRequests, message, "rate_limit_error", code).ToResult().ExecuteAsync(context);
+        return Security.AuthProblem.WriteAsync(context, StatusCodes.Status429TooManyRequests, "Too many requests", message, "rate_limit_error", code);
     }
 
     /// <summary>A 429 result with Retry-After, for endpoints.</summary>
-    public static IResult TooMany(HttpContext context, string message, string code, TimeSpan retryAfter)
+    public static IResult TooMany(HttpContext context, string message, string code, TimeSpan retryAfter) =>
+        new TooManyResult(message, code, retryAfter);
+
+    private sealed class TooManyResult(string message, string code, TimeSpan retryAfter) : IResult
     {
-        context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
-        return new ApiError(StatusCodes.Status429TooManyRequests, message, "rate_limit_error", code).ToResult();
+        public Task ExecuteAsync(HttpContext httpContext) => WriteTooManyAsync(httpContext, message, code, retryAfter);
     }
 
     /// <summary>

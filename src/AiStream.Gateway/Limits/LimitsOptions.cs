@@ -32,6 +32,18 @@ public sealed class LimitsOptions
     [Range(0, 1_000_000)]
     public double MessagesPerSecond { get; set; } = 100;
 
+    /// <summary>
+    /// Tokens per user or key per UTC day, across completions and runs; an API key's own <c>DailyTokens</c> overrides
+    /// it. A request is admitted only if its prompt plus its <c>max_tokens</c> (or <see cref="DefaultMaxTokens"/>) fit
+    /// in what is left. Default 0 (off).
+    /// </summary>
+    [Range(0, long.MaxValue)]
+    public long DailyTokens { get; set; }
+
+    /// <summary>What an answer is assumed to use when the request sets no <c>max_tokens</c>, for admission. Default 1024.</summary>
+    [Range(1, 10_000_000)]
+    public int DefaultMaxTokens { get; set; } = 1024;
+
     /// <summary>Runs started per minute per user or key (REST, hub and <c>/agui</c>). Default 0 (off).</summary>
     [Range(0, 1_000_000)]
     public int RunsPerMinute { get; set; }

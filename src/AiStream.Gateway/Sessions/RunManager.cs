@@ -16,6 +16,12 @@ internal sealed record RunRequest(JsonNode? Messages, string? Model, string? Pro
 {
     /// <summary>The member who started the run (may cancel it without admin); null when authentication is off.</summary>
     public string? Owner { get; init; }
+
+    /// <summary>Who asked, for the daily token budget; null for runs the gateway starts itself.</summary>
+    public Security.CallerGrants? Caller { get; init; }
+
+    /// <summary>The key the budget is counted under when the caller has no credential (its address).</summary>
+    public string? FallbackBudgetKey { get; init; }
 }
 
 /// <summary>
@@ -27,6 +33,7 @@ internal sealed partial class RunManager(
     ModelCatalog catalog,
     ChatClientFactory clients,
     TokenCounter tokens,
+    Limits.TokenBudget budget,
     AiStreamMetrics metrics,
     IPresenceStore presence,
     UpstreamResilience resilience,
@@ -128,10 +135,31 @@ internal sealed partial class RunManager(
             }
         }
 
+        // The daily budget is checked before the model is called: the prompt as sent plus the most the answer may use.
+        Limits.TokenBudget.Reservation? reservation = null;
+        if (request.Caller is { } caller && budget.Applies(caller))
+        {
+            var needed = tokens.Count(request.Messages?.ToJsonString() ?? "", cancellationToken) + budget.DefaultMaxTokens;
+            (reservation, var retryAfter) = budget.TryReserve(caller, request.FallbackBudgetKey ?? "unknown", needed);
+            if (reservation is null)
+            {
+                return (null, new ApiError(StatusCodes.Status429TooManyRequests,
+                    $"This run needs up to {needed} tokens, more than is left of today's budget (AiStream:Limits:DailyTokens); it renews in {Math.Ceiling(retryAfter.TotalMinutes)} min.",
+                    "rate_limit_error", "daily_token_budget_exceeded"));
+            }
+        }
+
         var runId = request.RunId ?? NewId("run");
-        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping)) { Tools = tools, Context = context, Owner = request.Owner };
+        var run = new ActiveRun(sessionId, runId, route, CancellationTokenSource.CreateLinkedTokenSource(lifetime.ApplicationStopping))
+        {
+            Tools = tools,
+            Context = context,
+            Owner = request.Owner,
+            Reservation = reservation,
+        };
         if (!_runs.TryAdd(Key(sessionId, runId), run))
         {
+            reservation?.Settle(0);
             run.Cancellation.Dispose();
             return (null, new ApiError(StatusCodes.Status409Conflict, $"Run '{runId}' is already running.", "invalid_request_error", "run_exists", "runId"));
         }
@@ -332,6 +360,7 @@ internal sealed partial class RunManager(
     {
         if (chat is null)
         {
+            run.Reservation?.Settle(0);
             return; // no model answered: nothing was consumed
         }
 
@@ -339,6 +368,7 @@ internal sealed partial class RunManager(
         var input = reported?.InputTokenCount ?? tokens.CountPrompt(chat.Select(m => (m.Role.Value, m.AuthorName, m.Text)), null);
         var output = reported?.OutputTokenCount ?? tokens.Count(generated.ToString());
         metrics.RecordUsage(new UsageRecord(run.Route.Name, run.Route.ProviderName, input, output, estimated));
+        run.Reservation?.Settle(input + output);
     }
 
     /// <summary>Checks every second whether anyone watches the session; cancels the run after the idle limit.</summary>
@@ -421,6 +451,9 @@ internal sealed partial class RunManager(
 
         /// <summary>The member who started it.</summary>
         public string? Owner { get; init; }
+
+        /// <summary>Its tokens held in the starter's daily budget until usage settles them.</summary>
+        public Limits.TokenBudget.Reservation? Reservation { get; init; }
     }
 
 }

@@ -76,6 +76,8 @@ internal static partial class SessionsEndpoints
             new RunRequest(run["messages"], (run["model"] as JsonValue)?.GetValue<string>(), (run["prompt"] as JsonValue)?.GetValue<string>(), Tools: run["tools"])
             {
                 Owner = CallerGrants.Of(request.HttpContext).Subject,
+                Caller = CallerGrants.Of(request.HttpContext),
+                FallbackBudgetKey = "ip:" + request.HttpContext.Connection.RemoteIpAddress,
             },
             cancellationToken);
         return error is not null

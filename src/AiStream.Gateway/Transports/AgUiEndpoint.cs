@@ -74,6 +74,8 @@ internal static class AgUiEndpoint
             var request = new RunRequest(input["messages"], model, null, runId, input["tools"], input["context"], input["state"] as JsonObject)
             {
                 Owner = CallerGrants.Of(context).Subject,
+                Caller = CallerGrants.Of(context),
+                FallbackBudgetKey = "ip:" + context.Connection.RemoteIpAddress,
             };
             var (_, error) = await runs.StartAsync(sessionId, request, cancellationToken);
             if (error is not null)

@@ -87,6 +87,8 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
             new RunRequest(body["messages"], (body["model"] as JsonValue)?.ToString(), (body["prompt"] as JsonValue)?.ToString(), Tools: body["tools"])
             {
                 Owner = Caller.Subject,
+                Caller = Caller,
+                FallbackBudgetKey = "ip:" + Context.GetHttpContext()?.Connection.RemoteIpAddress,
             },
             Context.ConnectionAborted);
         return error is null ? runId! : throw new HubException(error.Message);

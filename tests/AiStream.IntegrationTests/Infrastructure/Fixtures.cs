@@ -2,7 +2,7 @@ using System.Text;
 
 namespace AiStream.IntegrationTests.Infrastructure;
 
-/// <summary>The recorded real provider streams in ../shared/fixtures/providers, beside the repository.</summary>
+/// <summary>The recorded real provider streams in tests/fixtures/providers, inside the repository.</summary>
 internal static class Fixtures
 {
     private static readonly Lazy<string> Directory = new(Locate);
@@ -51,10 +51,10 @@ internal static class Fixtures
         {
             if (File.Exists(System.IO.Path.Combine(dir.FullName, "AiStream.sln")))
             {
-                var fixtures = System.IO.Path.GetFullPath(System.IO.Path.Combine(dir.FullName, "..", "shared", "fixtures", "providers"));
+                var fixtures = System.IO.Path.GetFullPath(System.IO.Path.Combine(dir.FullName, "tests", "fixtures", "providers"));
                 if (!System.IO.Directory.Exists(fixtures))
                 {
-                    throw new DirectoryNotFoundException($"Recorded provider streams not found at {fixtures}; ../shared must sit beside the repository.");
+                    throw new DirectoryNotFoundException($"Recorded provider streams not found at {fixtures}.");
                 }
 
                 return fixtures;

@@ -321,7 +321,7 @@ public sealed class UsageTallyTests
     }
 }
 
-/// <summary>The recorded real provider streams in ../shared/fixtures/providers, beside the repository.</summary>
+/// <summary>The recorded real provider streams in tests/fixtures/providers, inside the repository.</summary>
 internal static class ProviderFixtures
 {
     private static readonly Lazy<string> Directory = new(Locate);
@@ -357,10 +357,10 @@ internal static class ProviderFixtures
         {
             if (File.Exists(Path.Combine(dir.FullName, "AiStream.sln")))
             {
-                var fixtures = Path.GetFullPath(Path.Combine(dir.FullName, "..", "shared", "fixtures", "providers"));
+                var fixtures = Path.GetFullPath(Path.Combine(dir.FullName, "tests", "fixtures", "providers"));
                 return System.IO.Directory.Exists(fixtures)
                     ? fixtures
-                    : throw new DirectoryNotFoundException($"Recorded provider streams not found at {fixtures}; ../shared must sit beside the repository.");
+                    : throw new DirectoryNotFoundException($"Recorded provider streams not found at {fixtures}.");
             }
         }
 

@@ -135,6 +135,14 @@ internal sealed partial class RunManager(
             }
         }
 
+        // Each run holds a model stream and its partial text: a session cannot start them without bound.
+        if (_runs.Values.Count(r => r.SessionId == sessionId) >= options.Value.MaxRunsPerSession)
+        {
+            return (null, new ApiError(StatusCodes.Status429TooManyRequests,
+                $"Session '{sessionId}' already has {options.Value.MaxRunsPerSession} runs in progress (AiStream:Sessions:MaxRunsPerSession); wait for one to end.",
+                "rate_limit_error", "too_many_runs_in_session"));
+        }
+
         // The daily budget is checked before the model is called: the prompt as sent plus the most the answer may use.
         Limits.TokenBudget.Reservation? reservation = null;
         if (request.Caller is { } caller && budget.Applies(caller))

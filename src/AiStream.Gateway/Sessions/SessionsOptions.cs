@@ -19,6 +19,10 @@ public sealed class SessionsOptions
     [Range(64 * 1024, 4L * 1024 * 1024 * 1024)]
     public long MaxLogBytes { get; set; } = 8 * 1024 * 1024;
 
+    /// <summary>Most runs in progress in one session on one node; another is refused with 429. Default 16.</summary>
+    [Range(1, 100_000)]
+    public int MaxRunsPerSession { get; set; } = 16;
+
     /// <summary>Most sessions one node holds at once; a new session past it is refused with 503 and Retry-After. Default 10000.</summary>
     [Range(1, 10_000_000)]
     public int MaxSessions { get; set; } = 10_000;

@@ -152,4 +152,20 @@ public sealed class LimitsTests
         using var bob = gateway.Client().WithBearer(Mint("bob", AllSessions));
         await StartRunAsync(bob, session);
     }
+
+    [Fact]
+    public async Task MaxRunsPerSession_RefusesAnotherRunWhileTheSessionHasThatMany()
+    {
+        await using var gateway = new GatewayFactory(Sim(tokensPerSecond: 5).With("AiStream:Sessions:MaxRunsPerSession", 2));
+        using var http = gateway.Client();
+        var session = NewSessionId();
+        await StartRunAsync(http, session, "one long answer");
+        await StartRunAsync(http, session, "another long answer");
+        using var third = await http.PostAsJsonAsync($"api/sessions/{session}/runs", new JsonObject { ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "hi" }) });
+        Assert.Equal(HttpStatusCode.TooManyRequests, third.StatusCode);
+        Assert.Equal("too_many_runs_in_session", JsonNode.Parse(await third.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
+
+        // Another session is not affected.
+        await StartRunAsync(http, NewSessionId());
+    }
 }

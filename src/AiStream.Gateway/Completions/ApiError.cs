@@ -39,7 +39,24 @@ internal sealed record ApiError(int Status, string Message, string Type, string?
         Message,
         new OpenAIErrorObject(Message, Type, Param, Code));
 
-    public IResult ToResult() => TypedResults.Json(ToBody(), CompletionsJsonContext.Default.ApiErrorBody, "application/problem+json", Status);
+    /// <summary>When the client may retry (a <c>Retry-After</c> header on the answer), if it should wait.</summary>
+    public TimeSpan? RetryAfter { get; init; }
+
+    public IResult ToResult()
+    {
+        var result = TypedResults.Json(ToBody(), CompletionsJsonContext.Default.ApiErrorBody, "application/problem+json", Status);
+        return RetryAfter is { } wait ? new RetryAfterResult(result, wait) : result;
+    }
+
+    /// <summary>Adds Retry-After (whole seconds, at least 1) to an error result.</summary>
+    private sealed class RetryAfterResult(IResult inner, TimeSpan retryAfter) : IResult
+    {
+        public Task ExecuteAsync(HttpContext httpContext)
+        {
+            httpContext.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            return inner.ExecuteAsync(httpContext);
+        }
+    }
 
     private static string Title(int status) => status switch
     {

@@ -372,10 +372,7 @@ internal sealed partial class CompletionProxy(
             return new ApiError(upstream.Status!.Value, message ?? upstream.Message, type ?? "invalid_request_error", code, param).ToResult();
         }
 
-        var result = new ApiError(ex.GatewayStatus, ex.Message, "upstream_error", ex.Code).ToResult();
-        return ex.Status == 429 && ex.RetryAfter is { } retryAfter
-            ? new RetryAfterResult(result, retryAfter)
-            : result;
+        return new ApiError(ex.GatewayStatus, ex.Message, "upstream_error", ex.Code) { RetryAfter = ex.Status == 429 ? ex.RetryAfter : null }.ToResult();
     }
 
     private static (string? Message, string? Type, string? Param, string? Code) ReadUpstreamError(byte[]? body)
@@ -430,15 +427,5 @@ internal sealed partial class CompletionProxy(
     }
 
     private static string NewCompletionId() => "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
-
-    /// <summary>Adds Retry-After to an error result.</summary>
-    private sealed class RetryAfterResult(IResult inner, TimeSpan retryAfter) : IResult
-    {
-        public Task ExecuteAsync(HttpContext httpContext)
-        {
-            httpContext.Response.Headers.RetryAfter = ((int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
-            return inner.ExecuteAsync(httpContext);
-        }
-    }
 
 }

@@ -140,7 +140,7 @@ internal sealed partial class RunManager(
         {
             return (null, new ApiError(StatusCodes.Status429TooManyRequests,
                 $"Session '{sessionId}' already has {options.Value.MaxRunsPerSession} runs in progress (AiStream:Sessions:MaxRunsPerSession); wait for one to end.",
-                "rate_limit_error", "too_many_runs_in_session"));
+                "rate_limit_error", "too_many_runs_in_session") { RetryAfter = TimeSpan.FromSeconds(5) });
         }
 
         // The daily budget is checked before the model is called: the prompt as sent plus the most the answer may use.
@@ -152,8 +152,8 @@ internal sealed partial class RunManager(
             if (reservation is null)
             {
                 return (null, new ApiError(StatusCodes.Status429TooManyRequests,
-                    $"This run needs up to {needed} tokens, more than is left of today's budget (AiStream:Limits:DailyTokens); it renews in {Math.Ceiling(retryAfter.TotalMinutes)} min.",
-                    "rate_limit_error", "daily_token_budget_exceeded"));
+                    $"This run needs up to {needed} tokens, more than is left of today's budget (AiStream:Limits:DailyTokens).",
+                    "rate_limit_error", "daily_token_budget_exceeded") { RetryAfter = retryAfter });
             }
         }
 

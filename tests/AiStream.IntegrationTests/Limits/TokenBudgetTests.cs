@@ -77,6 +77,7 @@ public sealed class TokenBudgetTests
             ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "hi" }),
         });
         Assert.Equal(HttpStatusCode.TooManyRequests, run.StatusCode);
+        Assert.True(run.Headers.RetryAfter?.Delta > TimeSpan.Zero, "Retry-After is missing");
         Assert.Equal("daily_token_budget_exceeded", JsonNode.Parse(await run.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
     }
 }

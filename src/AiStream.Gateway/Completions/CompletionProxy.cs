@@ -57,7 +57,7 @@ internal sealed partial class CompletionProxy(
         if (budget.Applies(caller))
         {
             var needed = tokens.CountPrompt(parsed.MessagesForCounting(), parsed.ToolsJson(), cancellationToken) + (parsed.MaxOutputTokens ?? budget.DefaultMaxTokens);
-            var (reservation, retryAfter) = budget.TryReserve(caller, "ip:" + context.Connection.RemoteIpAddress, needed);
+            var (reservation, retryAfter) = await budget.TryReserveAsync(caller, "ip:" + context.Connection.RemoteIpAddress, needed, cancellationToken).ConfigureAwait(false);
             if (reservation is null)
             {
                 return LimitsHosting.TooMany(context, $"This request needs up to {needed} tokens, more than is left of today's budget (AiStream:Limits:DailyTokens).",

@@ -11,23 +11,19 @@ namespace AiStream.Gateway.Limits;
 /// </summary>
 internal sealed class CallerLimits : IDisposable
 {
-    private readonly PartitionedRateLimiter<string>? _runs;
     private readonly PartitionedRateLimiter<string>? _messages;
     private readonly LimitsMetrics _metrics;
+    private readonly ILimitCounter _counter;
+    private readonly TimeProvider _time;
+    private readonly int _runsPerMinute;
 
-    public CallerLimits(IOptions<LimitsOptions> options, LimitsMetrics metrics)
+    public CallerLimits(IOptions<LimitsOptions> options, LimitsMetrics metrics, ILimitCounter counter, TimeProvider time)
     {
         _metrics = metrics;
+        _counter = counter;
+        _time = time;
         var limits = options.Value;
-        if (limits.RunsPerMinute > 0)
-        {
-            _runs = PartitionedRateLimiter.Create<string, string>(key => RateLimitPartition.GetFixedWindowLimiter(key, _ => new FixedWindowRateLimiterOptions
-            {
-                PermitLimit = limits.RunsPerMinute,
-                Window = TimeSpan.FromMinutes(1),
-                QueueLimit = 0,
-            }));
-        }
+        _runsPerMinute = limits.RunsPerMinute;
 
         if (limits.MessagesPerSecond > 0)
         {
@@ -45,8 +41,28 @@ internal sealed class CallerLimits : IDisposable
         AutoReplenishment = true,
     };
 
-    /// <summary>Null when the caller may start a run now, else how long until it may.</summary>
-    public TimeSpan? TryStartRun(HttpContext context) => Acquire(_runs, Key(context), "runs_per_minute", TimeSpan.FromMinutes(1));
+    /// <summary>
+    /// Null when the caller may start a run now, else how long until it may. Counted in whole UTC minutes in
+    /// <see cref="ILimitCounter"/>, so with Redis the budget holds across nodes.
+    /// </summary>
+    public async ValueTask<TimeSpan?> TryStartRunAsync(HttpContext context, CancellationToken cancellationToken)
+    {
+        if (_runsPerMinute == 0)
+        {
+            return null;
+        }
+
+        var now = _time.GetUtcNow();
+        var minute = now.ToUnixTimeSeconds() / 60;
+        var key = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"runs:{Key(context)}:{minute}");
+        if (await _counter.TryAddAsync(key, 1, _runsPerMinute, TimeSpan.FromMinutes(2), cancellationToken).ConfigureAwait(false))
+        {
+            return null;
+        }
+
+        _metrics.Refused("runs_per_minute");
+        return DateTimeOffset.FromUnixTimeSeconds((minute + 1) * 60) - now;
+    }
 
     /// <summary>
     /// Null when the caller may send one more HTTP message now, else how long until it may. Counted per credential, or
@@ -76,9 +92,5 @@ internal sealed class CallerLimits : IDisposable
         return lease.TryGetMetadata(MetadataName.RetryAfter, out var retryAfter) ? retryAfter : fallback;
     }
 
-    public void Dispose()
-    {
-        _runs?.Dispose();
-        _messages?.Dispose();
-    }
+    public void Dispose() => _messages?.Dispose();
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.RateLimiting;
 using Microsoft.AspNetCore.SignalR;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
 namespace AiStream.Gateway.Limits;
@@ -19,6 +20,8 @@ internal static class LimitsHosting
         services.AddSingleton<LimitsMetrics>();
         services.AddSingleton<CallerLimits>();
         services.AddSingleton<TokenBudget>();
+        // Scale-out replaces it with the Redis counter, so budgets hold across nodes.
+        services.TryAddSingleton<ILimitCounter, InMemoryLimitCounter>();
         services.AddSingleton<HubMessageLimit>();
         services.AddSignalR(hub => hub.AddFilter<HubMessageLimit>());
         services.AddRateLimiter(_ => { });

@@ -38,6 +38,7 @@ internal static class ScaleoutHosting
         services.TryAddSingleton<RedisPresenceStore>();
         services.TryAddSingleton<IPresenceStore>(sp => sp.GetRequiredService<RedisPresenceStore>());
         services.TryAddSingleton<IRunControl, RedisRunControl>();
+        services.Replace(ServiceDescriptor.Singleton<Limits.ILimitCounter, RedisLimitCounter>());
         services.AddHostedService<ScaleoutMaintenance>();
         services.AddHealthChecks().AddCheck<RedisReadyCheck>("redis", tags: ["ready"]);
         return services;

@@ -148,7 +148,7 @@ internal sealed partial class RunManager(
         if (request.Caller is { } caller && budget.Applies(caller))
         {
             var needed = tokens.Count(request.Messages?.ToJsonString() ?? "", cancellationToken) + budget.DefaultMaxTokens;
-            (reservation, var retryAfter) = budget.TryReserve(caller, request.FallbackBudgetKey ?? "unknown", needed);
+            (reservation, var retryAfter) = await budget.TryReserveAsync(caller, request.FallbackBudgetKey ?? "unknown", needed, cancellationToken).ConfigureAwait(false);
             if (reservation is null)
             {
                 return (null, new ApiError(StatusCodes.Status429TooManyRequests,

@@ -43,7 +43,7 @@ internal static partial class SessionsEndpoints
             return denied;
         }
 
-        if (limits.TryStartRun(request.HttpContext) is { } retryRun)
+        if (await limits.TryStartRunAsync(request.HttpContext, cancellationToken) is { } retryRun)
         {
             return LimitsHosting.TooMany(request.HttpContext, "Too many runs started (AiStream:Limits:RunsPerMinute).", "too_many_runs", retryRun);
         }

@@ -53,7 +53,7 @@ internal static class AgUiEndpoint
             return denied;
         }
 
-        if (limits.TryStartRun(context) is { } retry)
+        if (await limits.TryStartRunAsync(context, cancellationToken) is { } retry)
         {
             return LimitsHosting.TooMany(context, "Too many runs started (AiStream:Limits:RunsPerMinute).", "too_many_runs", retry);
         }

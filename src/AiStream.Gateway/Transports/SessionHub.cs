@@ -68,7 +68,7 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
     public async Task<string> StartRun(string sessionId, JsonElement request)
     {
         Check(sessionId, SessionRights.Write);
-        if (Context.GetHttpContext() is { } http && limits.TryStartRun(http) is { } retry)
+        if (Context.GetHttpContext() is { } http && await limits.TryStartRunAsync(http, Context.ConnectionAborted) is { } retry)
         {
             throw new HubException($"Too many runs started (AiStream:Limits:RunsPerMinute); retry in {Math.Ceiling(retry.TotalSeconds)} s.");
         }

@@ -105,7 +105,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
 {
     private readonly Lock _lock = new();
     private readonly LinkedList<SessionEvent> _events = new();
-    private readonly SessionProjection _projection = new(StateLimits.From(options));
+    private readonly SessionProjection _projection = new(StateLimits.From(options), options.MaxEvents, options.MaxLogBytes);
     private readonly List<Subscriber> _subscribers = [];
     // The subscribers as an array handed to the wake-ups after each append; rebuilt only when the set changes, so an
     // append allocates no list per event. Null after any change to _subscribers.

@@ -8,8 +8,14 @@ namespace AiStream.Gateway.Sessions;
 /// What a session's log adds up to: the conversation, the shared state, and the runs in progress with their partial
 /// text. It is what the catch-up snapshot is built from, so a joiner never needs the whole log replayed.
 /// </summary>
-internal sealed class SessionProjection(StateLimits limits)
+internal sealed class SessionProjection(StateLimits limits, int maxMessages = int.MaxValue, long maxTextChars = long.MaxValue)
 {
+    /// <summary>Most messages and tool calls in progress at once; starts past it are not summarised.</summary>
+    private const int MaxOpen = 1_000;
+
+    // Approximate characters of the completed messages, so the catch-up conversation is bounded like the log is.
+    private long _messageChars;
+
     private readonly List<JsonObject> _messages = [];
     private readonly Dictionary<string, JsonObject> _messagesById = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OpenMessage> _openMessages = new(StringComparer.Ordinal);
@@ -44,10 +50,15 @@ internal sealed class SessionProjection(StateLimits limits)
                 break;
             case AgUi.TextMessageStart:
                 var id = Str(e, "messageId")!;
-                _openMessages[id] = new OpenMessage(id, Str(e, "role") ?? "assistant", runId);
+                if (_openMessages.Count < MaxOpen || _openMessages.ContainsKey(id))
+                {
+                    _openMessages[id] = new OpenMessage(id, Str(e, "role") ?? "assistant", runId);
+                }
+
                 break;
             case AgUi.TextMessageContent:
-                if (_openMessages.TryGetValue(Str(e, "messageId")!, out var open))
+                // Text in progress is bounded like the log: a start without an end cannot grow without limit.
+                if (_openMessages.TryGetValue(Str(e, "messageId")!, out var open) && open.Text.Length < maxTextChars)
                 {
                     open.Text.Append(Str(e, "delta"));
                 }
@@ -58,15 +69,21 @@ internal sealed class SessionProjection(StateLimits limits)
                 {
                     var message = MessageFor(ended.Id, ended.Role);
                     message["content"] = (Str(message, "content") ?? string.Empty) + ended.Text;
+                    _messageChars += ended.Text.Length;
+                    TrimMessages();
                 }
 
                 break;
             case AgUi.ToolCallStart:
                 var callId = Str(e, "toolCallId")!;
-                _openToolCalls[callId] = new OpenToolCall(callId, Str(e, "toolCallName")!, Str(e, "parentMessageId"), runId);
+                if (_openToolCalls.Count < MaxOpen || _openToolCalls.ContainsKey(callId))
+                {
+                    _openToolCalls[callId] = new OpenToolCall(callId, Str(e, "toolCallName")!, Str(e, "parentMessageId"), runId);
+                }
+
                 break;
             case AgUi.ToolCallArgs:
-                if (_openToolCalls.TryGetValue(Str(e, "toolCallId")!, out var call))
+                if (_openToolCalls.TryGetValue(Str(e, "toolCallId")!, out var call) && call.Arguments.Length < maxTextChars)
                 {
                     call.Arguments.Append(Str(e, "delta"));
                 }
@@ -83,6 +100,8 @@ internal sealed class SessionProjection(StateLimits limits)
                         ["type"] = "function",
                         ["function"] = new JsonObject { ["name"] = done.Name, ["arguments"] = done.Arguments.ToString() },
                     });
+                    _messageChars += done.Arguments.Length + done.Name.Length;
+                    TrimMessages();
                 }
 
                 break;
@@ -90,10 +109,13 @@ internal sealed class SessionProjection(StateLimits limits)
                 var result = MessageFor(Str(e, "messageId")!, "tool");
                 result["content"] = Str(e, "content") ?? string.Empty;
                 result["toolCallId"] = Str(e, "toolCallId");
+                _messageChars += (Str(e, "content") ?? string.Empty).Length;
+                TrimMessages();
                 break;
             case AgUi.MessagesSnapshot:
                 _messages.Clear();
                 _messagesById.Clear();
+                _messageChars = ((JsonArray)e["messages"]!).ToJsonString().Length;
                 foreach (var m in ((JsonArray)e["messages"]!).OfType<JsonObject>())
                 {
                     var copy = (JsonObject)m.DeepClone();
@@ -104,6 +126,7 @@ internal sealed class SessionProjection(StateLimits limits)
                     }
                 }
 
+                TrimMessages();
                 break;
             case AgUi.StateSnapshot:
                 // A log written before the limits (or past a racing check) must not poison the session: skip it.
@@ -232,6 +255,25 @@ internal sealed class SessionProjection(StateLimits limits)
             {
                 yield return (AgUi.Event(AgUi.TextMessageContent, ("messageId", open.Id), ("delta", open.Text.ToString())), open.RunId);
             }
+        }
+    }
+
+    /// <summary>
+    /// Drops the oldest completed messages past the count or character bound (the log's own bounds): the catch-up
+    /// conversation of a long-lived session keeps its newest part, and memory stays bounded whatever is published.
+    /// </summary>
+    private void TrimMessages()
+    {
+        while (_messages.Count > 1 && (_messages.Count > maxMessages || _messageChars > maxTextChars))
+        {
+            var oldest = _messages[0];
+            _messages.RemoveAt(0);
+            if (Str(oldest, "id") is { } oldId)
+            {
+                _messagesById.Remove(oldId);
+            }
+
+            _messageChars = Math.Max(0, _messageChars - oldest.ToJsonString().Length);
         }
     }
 

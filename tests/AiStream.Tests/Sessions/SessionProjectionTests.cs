@@ -143,4 +143,30 @@ public sealed class SessionProjectionTests
         Assert.Equal("""{"x":"0123456789"}""", Snapshot(p)[1]["snapshot"]!.ToJsonString());
         Assert.Null(p.CheckState([new JsonObject { ["type"] = "STATE_DELTA", ["delta"] = new JsonArray(new JsonObject { ["op"] = "copy", ["from"] = "", ["path"] = "/c" }) }]));
     }
+
+    [Fact]
+    public void Apply_ALongConversationAndAnEndlessMessage_StayWithinTheBounds()
+    {
+        var p = new SessionProjection(StateLimits.None, maxMessages: 3, maxTextChars: 1_000);
+        for (var i = 0; i < 5; i++)
+        {
+            Apply(p, $$"""{"type":"TEXT_MESSAGE_START","messageId":"m{{i}}","role":"user"}""");
+            Apply(p, $$"""{"type":"TEXT_MESSAGE_CONTENT","messageId":"m{{i}}","delta":"message {{i}}"}""");
+            Apply(p, $$"""{"type":"TEXT_MESSAGE_END","messageId":"m{{i}}"}""");
+        }
+
+        var messages = Snapshot(p)[0]["messages"]!.AsArray();
+        Assert.Equal(["m2", "m3", "m4"], messages.Select(m => m!["id"]!.GetValue<string>()));
+        Assert.False(p.HasMessage("m0"));
+
+        // A start with no end: its text stops growing at the bound instead of with every delta.
+        Apply(p, """{"type":"TEXT_MESSAGE_START","messageId":"endless","role":"assistant"}""");
+        for (var i = 0; i < 100; i++)
+        {
+            Apply(p, $$"""{"type":"TEXT_MESSAGE_CONTENT","messageId":"endless","delta":"{{new string('x', 100)}}"}""");
+        }
+
+        var open = Snapshot(p).Single(e => e["type"]!.GetValue<string>() == "TEXT_MESSAGE_CONTENT");
+        Assert.InRange(open["delta"]!.GetValue<string>().Length, 1_000, 1_100);
+    }
 }

@@ -136,6 +136,8 @@ internal sealed class GatewayProcess : IAsyncDisposable
         // This test process keeps the runtime's default socket dispatch (SocketEngineMode); the child chooses its own.
         info.Environment.Remove("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS");
         info.Environment["Logging__LogLevel__Default"] = "Warning";
+        // "Now listening on:" proves the process that answers /healthz is this one (see WaitUntilHealthyAsync).
+        info.Environment["Logging__LogLevel__Microsoft.Hosting.Lifetime"] = "Information";
         foreach (var (key, value) in settings)
         {
             var name = key.Replace(":", "__", StringComparison.Ordinal);
@@ -175,7 +177,10 @@ internal sealed class GatewayProcess : IAsyncDisposable
             try
             {
                 using var response = await http.GetAsync("healthz");
-                if (response.StatusCode == HttpStatusCode.OK)
+                // Only once this process said it listens on the port: tests start gateways in parallel, and a port
+                // picked as free can be taken by another test's gateway first, which would answer /healthz for it.
+                if (response.StatusCode == HttpStatusCode.OK
+                    && Output.Contains(string.Create(CultureInfo.InvariantCulture, $"Now listening on: http://127.0.0.1:{Port}"), StringComparison.Ordinal))
                 {
                     return;
                 }

@@ -6,8 +6,8 @@ namespace AiStream.Gateway.Limits;
 
 /// <summary>
 /// The per-caller rate limits that are not tied to one HTTP request: runs per minute (REST, hub and <c>/agui</c>
-/// share one budget) and HTTP messages per second. Built on System.Threading.RateLimiting's partitioned limiters, whose
-/// idle partitions are dropped by the library.
+/// share one budget, counted in <see cref="ILimitCounter"/>, so in Redis when it is configured) and HTTP messages per
+/// second (a System.Threading.RateLimiting token bucket per caller on this node, whose idle partitions the library drops).
 /// </summary>
 internal sealed class CallerLimits : IDisposable
 {

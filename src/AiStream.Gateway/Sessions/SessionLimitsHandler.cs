@@ -17,11 +17,6 @@ internal sealed class SessionLimitsHandler : IExceptionHandler
             return false;
         }
 
-        if (error.Status == StatusCodes.Status503ServiceUnavailable)
-        {
-            httpContext.Response.Headers.RetryAfter = "5";
-        }
-
         await error.ToResult().ExecuteAsync(httpContext).ConfigureAwait(false);
         return true;
     }
@@ -30,7 +25,10 @@ internal sealed class SessionLimitsHandler : IExceptionHandler
     public static ApiError? ToError(Exception exception) => exception switch
     {
         StateLimitExceededException state => ApiError.BadRequest($"Not stored: {state.Message}.", "events", "state_limit"),
-        SessionLimitExceededException sessions => new ApiError(StatusCodes.Status503ServiceUnavailable, sessions.Message, "service_unavailable", "too_many_sessions"),
+        SessionLimitExceededException sessions => new ApiError(StatusCodes.Status503ServiceUnavailable, sessions.Message, "service_unavailable", "too_many_sessions")
+        {
+            RetryAfter = TimeSpan.FromSeconds(5),
+        },
         _ => null,
     };
 }

@@ -181,9 +181,15 @@ internal static partial class SessionsEndpoints
     /// Null when the caller may cancel the run: admin on the session, or write and it is the caller's own run. Otherwise
     /// the 403 (or, for a run that does not exist, nothing: the cancel answers 404 as before).
     /// </summary>
-    public static async Task<IResult?> CheckCancelAsync(HttpContext context, string sessionId, string runId, RunManager runs)
+    public static async Task<IResult?> CheckCancelAsync(HttpContext context, string sessionId, string runId, RunManager runs) =>
+        await CancelDenialAsync(CallerGrants.Of(context), sessionId, runId, runs) is { } denial ? SessionAccess.Forbidden(denial.Message, denial.Code) : null;
+
+    /// <summary>
+    /// Why the caller may not cancel the run, or null when it may: admin on the session, or write and it is the caller's
+    /// own run (or one whose starter is unknown). The one rule behind the REST cancel and the hub's <c>CancelRun</c>.
+    /// </summary>
+    public static async Task<(string Code, string Message)?> CancelDenialAsync(CallerGrants caller, string sessionId, string runId, RunManager runs)
     {
-        var caller = CallerGrants.Of(context);
         var rights = caller.RightsFor(sessionId);
         if (rights.HasFlag(SessionRights.Admin))
         {
@@ -192,12 +198,12 @@ internal static partial class SessionsEndpoints
 
         if (!rights.HasFlag(SessionRights.Write))
         {
-            return SessionAccess.Forbidden(SessionAccess.Describe(SessionRights.Write), "session_forbidden");
+            return ("session_forbidden", SessionAccess.Describe(SessionRights.Write));
         }
 
         var owner = await runs.OwnerOfAsync(sessionId, runId);
         return owner is null || owner == caller.Subject ? null
-            : SessionAccess.Forbidden("Only the member who started a run, or an admin of the session, may cancel it.", "not_run_owner");
+            : ("not_run_owner", "Only the member who started a run, or an admin of the session, may cancel it.");
     }
 
     [GeneratedRegex(@"^[A-Za-z0-9._:-]{1,128}\z")]

@@ -103,10 +103,9 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
             throw new HubException("A run id is 1 to 256 characters.");
         }
 
-        var rights = Caller.RightsFor(sessionId);
-        if (!rights.HasFlag(SessionRights.Admin) && await runs.OwnerOfAsync(sessionId, runId) is { } owner && owner != Caller.Subject)
+        if (await SessionsEndpoints.CancelDenialAsync(Caller, sessionId, runId, runs) is { } denial)
         {
-            throw new HubException("Forbidden: only the member who started a run, or an admin of the session, may cancel it.");
+            throw new HubException("Forbidden: " + denial.Message);
         }
 
         return await runs.CancelAsync(sessionId, runId, "requested") ?? throw new HubException($"No active run '{runId}' in session '{sessionId}'.");

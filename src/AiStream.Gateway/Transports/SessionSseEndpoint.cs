@@ -33,7 +33,6 @@ internal static class SessionSseEndpoint
             // Nothing was written yet.
             if (SessionLimitsHandler.ToError(failure) is { } bound)
             {
-                context.Response.Headers.RetryAfter = "5";
                 return bound.ToResult();
             }
 

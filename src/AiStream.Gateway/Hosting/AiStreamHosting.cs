@@ -111,8 +111,10 @@ internal static class AiStreamHosting
     {
         services.AddOptions<SessionsOptions>().BindConfiguration(SessionsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
         services.TryAddSingleton<ISessionStore, InMemorySessionStore>();
+        services.TryAddSingleton<SessionLimitsHandler>();
+        services.TryAddSingleton<SessionLimitsHubFilter>();
         services.AddExceptionHandler<SessionLimitsHandler>();
-        services.AddSignalR(hub => hub.AddFilter(new SessionLimitsHubFilter()));
+        services.AddSignalR(hub => hub.AddFilter<SessionLimitsHubFilter>());
         services.TryAddSingleton<RunManager>();
         return services;
     }

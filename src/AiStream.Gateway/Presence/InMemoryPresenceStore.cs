@@ -11,6 +11,8 @@ namespace AiStream.Gateway.Presence;
 /// join, closing the last one makes it leave after a grace period (so a reload is silent), and a connection that is
 /// not renewed within the TTL expires. Join, leave and update are appended to the session log as CUSTOM events
 /// <c>presence.join</c>, <c>presence.leave</c> and <c>presence.update</c>, so every transport carries them in order.
+/// A session is bounded to <see cref="PresenceOptions.MaxMembers"/>; past <see cref="PresenceOptions.CoalesceAbove"/>
+/// members its changes are counted into periodic <c>presence.count</c> events instead.
 /// </summary>
 internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposable
 {
@@ -40,28 +42,43 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
         var session = await EnterAsync(sessionId, create: true).ConfigureAwait(false);
         try
         {
-            JsonObject? joined = null;
+            (string Name, JsonObject Value)? joined = null;
+            var now = _time.GetUtcNow();
             lock (session!)
             {
                 if (!session.Members.TryGetValue(identity.Id, out var member))
                 {
+                    if (session.Members.Count >= _options.MaxMembers)
+                    {
+                        throw new MemberLimitExceededException(
+                            $"Session '{sessionId}' has its maximum of {_options.MaxMembers} members (AiStream:Presence:MaxMembers); try again later.");
+                    }
+
                     member = new Member(identity) { State = state ?? new JsonObject() };
                     session.Members[identity.Id] = member;
                 }
 
                 member.Identity = identity;
                 member.LeaveAt = null; // back within the grace period: no leave, no join
-                member.Connections[connectionId] = _time.GetUtcNow() + TimeSpan.FromSeconds(_options.TtlSeconds);
+                member.Connections[connectionId] = now + TimeSpan.FromSeconds(_options.TtlSeconds);
                 if (!member.Announced)
                 {
                     member.Announced = true;
-                    joined = Describe(member);
+                    if (session.Members.Count > _options.CoalesceAbove)
+                    {
+                        session.Joined++;
+                        joined = Tally(session, now);
+                    }
+                    else
+                    {
+                        joined = ("presence.join", Describe(member));
+                    }
                 }
             }
 
-            if (joined is not null)
+            if (joined is { } logged)
             {
-                await AppendAsync(sessionId, "presence.join", joined).ConfigureAwait(false);
+                await AppendAsync(sessionId, logged.Name, logged.Value, now).ConfigureAwait(false);
             }
         }
         finally
@@ -96,7 +113,8 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
 
         try
         {
-            JsonObject? left = null;
+            var left = new List<(string Name, JsonObject Value)>();
+            var now = _time.GetUtcNow();
             lock (session)
             {
                 if (!session.Members.TryGetValue(memberId, out var member) || !member.Connections.Remove(connectionId) || member.Connections.Count > 0)
@@ -106,18 +124,18 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
 
                 if (immediate || _options.LeaveGraceSeconds <= 0)
                 {
-                    left = Leave(session, member, "left");
+                    Depart(session, member, "left", now, left);
                 }
                 else
                 {
-                    member.LeaveAt = _time.GetUtcNow() + TimeSpan.FromSeconds(_options.LeaveGraceSeconds);
-                    session.ScheduleCheck(_time, member.LeaveAt.Value - _time.GetUtcNow(), () => _ = SweepAsync());
+                    member.LeaveAt = now + TimeSpan.FromSeconds(_options.LeaveGraceSeconds);
+                    session.ScheduleCheck(_time, member.LeaveAt.Value - now, () => _ = SweepAsync());
                 }
             }
 
-            if (left is not null)
+            foreach (var (name, value) in left)
             {
-                await AppendAsync(sessionId, "presence.leave", left).ConfigureAwait(false);
+                await AppendAsync(sessionId, name, value, now).ConfigureAwait(false);
             }
         }
         finally
@@ -142,7 +160,8 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
 
         try
         {
-            JsonObject? update = null;
+            (string Name, JsonObject Value)? update = null;
+            var now = _time.GetUtcNow();
             lock (session)
             {
                 if (!session.Members.TryGetValue(memberId, out var member) || member.Connections.Count == 0)
@@ -151,9 +170,14 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
                 }
 
                 member.State = state;
-                var now = _time.GetUtcNow();
                 var window = TimeSpan.FromMilliseconds(_options.UpdateCoalesceMilliseconds);
-                if (member.LastUpdateAt is { } last && now - last < window)
+                if (session.Members.Count > _options.CoalesceAbove)
+                {
+                    member.UpdatePending = false;
+                    session.Updated++;
+                    update = Tally(session, now);
+                }
+                else if (member.LastUpdateAt is { } last && now - last < window)
                 {
                     // Inside the window: remember it and log the latest once the window closes.
                     if (!member.UpdatePending)
@@ -166,13 +190,13 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
                 {
                     member.LastUpdateAt = now;
                     member.UpdatePending = false; // this update carries the latest state already
-                    update = Describe(member);
+                    update = ("presence.update", Describe(member));
                 }
             }
 
-            if (update is not null)
+            if (update is { } logged)
             {
-                await AppendAsync(sessionId, "presence.update", update).ConfigureAwait(false);
+                await AppendAsync(sessionId, logged.Name, logged.Value, now).ConfigureAwait(false);
             }
 
             return PresenceUpdate.Applied;
@@ -228,13 +252,13 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
                         if (expired.Count > 0 && member.Connections.Count == 0)
                         {
                             Log.Expired(_logger, sessionId, member.Identity.Id);
-                            events.Add(("presence.leave", Leave(session, member, "expired")));
+                            Depart(session, member, "expired", now, events);
                             continue;
                         }
 
                         if (member.LeaveAt is { } leaveAt && leaveAt <= now && member.Connections.Count == 0)
                         {
-                            events.Add(("presence.leave", Leave(session, member, "left")));
+                            Depart(session, member, "left", now, events);
                             continue;
                         }
 
@@ -242,22 +266,34 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
                         {
                             member.UpdatePending = false;
                             member.LastUpdateAt = now;
-                            events.Add(("presence.update", Describe(member)));
+                            if (session.Members.Count > _options.CoalesceAbove)
+                            {
+                                session.Updated++;
+                                Add(events, Tally(session, now));
+                            }
+                            else
+                            {
+                                events.Add(("presence.update", Describe(member)));
+                            }
                         }
                     }
 
+                    if (session.CountPending && now - session.LastCountAt >= TimeSpan.FromMilliseconds(_options.CountIntervalMilliseconds))
+                    {
+                        events.Add(("presence.count", TakeCount(session, now)));
+                    }
                 }
 
                 foreach (var (name, value) in events)
                 {
-                    await AppendAsync(sessionId, name, value).ConfigureAwait(false);
+                    await AppendAsync(sessionId, name, value, now).ConfigureAwait(false);
                 }
 
                 // Forget an empty session only after its leaves are logged: a connect waiting on this gate then sees
                 // Removed, starts afresh, and its join lands after the leave.
                 lock (session)
                 {
-                    if (session.Members.Count == 0 && _sessions.TryRemove(new KeyValuePair<string, SessionMembers>(sessionId, session)))
+                    if (session.Members.Count == 0 && !session.CountPending && _sessions.TryRemove(new KeyValuePair<string, SessionMembers>(sessionId, session)))
                     {
                         session.Removed = true;
                     }
@@ -295,6 +331,77 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
         }
     }
 
+    private static void Add(List<(string Name, JsonObject Value)> events, (string Name, JsonObject Value)? logged)
+    {
+        if (logged is { } value)
+        {
+            events.Add(value);
+        }
+    }
+
+    /// <summary>
+    /// A member leaves: its <c>presence.leave</c>, or in a crowded session a count (now or when due). The leave that ends
+    /// the crowd logs the count at once and a <c>presence.snapshot</c> of everyone left, from which members are
+    /// announced one by one again. Called under the session's lock.
+    /// </summary>
+    private void Depart(SessionMembers session, Member member, string reason, DateTimeOffset now, List<(string Name, JsonObject Value)> events)
+    {
+        var crowded = session.Members.Count > _options.CoalesceAbove;
+        var left = Leave(session, member, reason);
+        if (!crowded)
+        {
+            events.Add(("presence.leave", left));
+            return;
+        }
+
+        session.Left++;
+        if (session.Members.Count > _options.CoalesceAbove)
+        {
+            Add(events, Tally(session, now));
+            return;
+        }
+
+        events.Add(("presence.count", TakeCount(session, now)));
+        var everyone = session.Members.Values.OrderBy(m => m.Identity.Id, StringComparer.Ordinal).Select(m => (JsonNode)Describe(m)).ToArray();
+        events.Add(("presence.snapshot", new JsonObject { ["members"] = new JsonArray(everyone), ["total"] = everyone.Length }));
+    }
+
+    /// <summary>
+    /// A change of a crowded session was counted: its <c>presence.count</c> when one is due, else null and one scheduled
+    /// for when the interval since the last ends. Called under the session's lock.
+    /// </summary>
+    private (string Name, JsonObject Value)? Tally(SessionMembers session, DateTimeOffset now)
+    {
+        var interval = TimeSpan.FromMilliseconds(_options.CountIntervalMilliseconds);
+        if (now - session.LastCountAt >= interval)
+        {
+            return ("presence.count", TakeCount(session, now));
+        }
+
+        if (!session.CountPending)
+        {
+            session.CountPending = true;
+            session.ScheduleCheck(_time, session.LastCountAt + interval - now, () => _ = SweepAsync());
+        }
+
+        return null;
+    }
+
+    private static JsonObject TakeCount(SessionMembers session, DateTimeOffset now)
+    {
+        var count = new JsonObject
+        {
+            ["members"] = session.Members.Count,
+            ["joined"] = session.Joined,
+            ["left"] = session.Left,
+            ["updated"] = session.Updated,
+        };
+        session.Joined = session.Left = session.Updated = 0;
+        session.CountPending = false;
+        session.LastCountAt = now;
+        return count;
+    }
+
     private static JsonObject Leave(SessionMembers session, Member member, string reason)
     {
         session.Members.Remove(member.Identity.Id);
@@ -322,11 +429,12 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
         return value;
     }
 
-    private async Task AppendAsync(string sessionId, string name, JsonObject value)
+    /// <summary>Logs a presence event stamped with the time its change was decided (a count's interval is measured from it).</summary>
+    private async Task AppendAsync(string sessionId, string name, JsonObject value, DateTimeOffset at)
     {
         try
         {
-            await _log.AppendAsync(sessionId, [AgUi.Event(AgUi.Custom, ("name", name), ("value", value))], null, null, CancellationToken.None, buffered: true).ConfigureAwait(false);
+            await _log.AppendAsync(sessionId, [AgUi.Event(AgUi.Custom, ("name", name), ("value", value), ("timestamp", at.ToUnixTimeMilliseconds()))], null, null, CancellationToken.None, buffered: true).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -340,63 +448,6 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
         foreach (var session in _sessions.Values)
         {
             session.Dispose();
-        }
-    }
-
-    private sealed class Member(MemberIdentity identity)
-    {
-        public MemberIdentity Identity { get; set; } = identity;
-        public JsonObject State { get; set; } = new();
-        public Dictionary<string, DateTimeOffset> Connections { get; } = new(StringComparer.Ordinal);
-        public DateTimeOffset? LeaveAt { get; set; }
-        public DateTimeOffset? LastUpdateAt { get; set; }
-        public bool UpdatePending { get; set; }
-        public bool Announced { get; set; }
-    }
-
-    private sealed class SessionMembers : IDisposable
-    {
-        private readonly List<ITimer> _timers = [];
-
-        public Dictionary<string, Member> Members { get; } = new(StringComparer.Ordinal);
-
-        /// <summary>Serialises this session's presence changes with the events that report them.</summary>
-        public SemaphoreSlim Gate { get; } = new(1, 1);
-
-        /// <summary>Set when the sweep forgot this session; late callers look it up again.</summary>
-        public bool Removed { get; set; }
-
-        /// <summary>A one-shot sweep when a grace period or coalescing window ends, so leaves are not late by a sweep interval.</summary>
-        public void ScheduleCheck(TimeProvider time, TimeSpan due, Action check)
-        {
-            var holder = new ITimer?[1];
-            var timer = time.CreateTimer(_ =>
-            {
-                check();
-                lock (this)
-                {
-                    if (holder[0] is { } fired)
-                    {
-                        _timers.Remove(fired);
-                        fired.Dispose();
-                    }
-                }
-            }, null, due < TimeSpan.Zero ? TimeSpan.Zero : due, Timeout.InfiniteTimeSpan);
-            holder[0] = timer;
-            _timers.Add(timer);
-        }
-
-        public void Dispose()
-        {
-            lock (this)
-            {
-                foreach (var timer in _timers)
-                {
-                    timer.Dispose();
-                }
-
-                _timers.Clear();
-            }
         }
     }
 

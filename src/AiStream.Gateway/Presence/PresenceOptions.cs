@@ -27,4 +27,20 @@ public sealed class PresenceOptions
     /// <summary>State updates of one member closer together than this are coalesced into the latest. Default 250 ms.</summary>
     [Range(0, 60_000)]
     public int UpdateCoalesceMilliseconds { get; set; } = 250;
+
+    /// <summary>Most members of one session; one more is refused (429 <c>too_many_members</c>). Default 10,000.</summary>
+    [Range(1, 1_000_000)]
+    public int MaxMembers { get; set; } = 10_000;
+
+    /// <summary>
+    /// While a session has more members than this, joins, leaves and state updates are not logged one by one but
+    /// folded into a <c>presence.count</c> event at most every <see cref="CountIntervalMilliseconds"/>: with N members
+    /// each change would otherwise cost N deliveries. Default 100.
+    /// </summary>
+    [Range(0, 1_000_000)]
+    public int CoalesceAbove { get; set; } = 100;
+
+    /// <summary>How often, at most, a crowded session logs its <c>presence.count</c>. Default 1,000 ms.</summary>
+    [Range(50, 60_000)]
+    public int CountIntervalMilliseconds { get; set; } = 1000;
 }

@@ -25,7 +25,7 @@ internal sealed partial class RedisPresenceStore(
     TimeProvider time,
     ILogger<RedisPresenceStore> logger) : IPresenceStore
 {
-    private static readonly string[] KeyNames = ["pc", "pn", "pm", "pa", "pl", "pu", "pt", "seq", "log"];
+    private static readonly string[] KeyNames = ["pc", "pn", "pm", "pa", "pl", "pu", "pt", "seq", "log", "ps"];
 
     // This node's connections: session -> "member\tconnection" -> how to describe the member.
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, LocalConnection>> _local = new(StringComparer.Ordinal);
@@ -36,9 +36,17 @@ internal sealed partial class RedisPresenceStore(
     public async Task ConnectAsync(string sessionId, MemberIdentity identity, string connectionId, JsonObject? state = null)
     {
         var connection = new LocalConnection(identity, state ?? new JsonObject());
-        _local.GetOrAdd(sessionId, _ => new(StringComparer.Ordinal))[identity.Id + "\t" + connectionId] = connection;
-        await RunAsync(sessionId, RedisScripts.PresenceConnect, Common(sessionId),
+        var key = identity.Id + "\t" + connectionId;
+        var local = _local.GetOrAdd(sessionId, _ => new(StringComparer.Ordinal));
+        local[key] = connection;
+        var reply = await RunAsync(sessionId, RedisScripts.PresenceConnect, Common(sessionId),
             [identity.Id, connectionId, Expiry(), connection.Described(), connection.DescribedForLeave()]).ConfigureAwait(false);
+        if (reply is not null && (long)((RedisResult[])reply!)[0] > 0)
+        {
+            local.TryRemove(key, out _);
+            throw new MemberLimitExceededException(
+                $"Session '{sessionId}' has its maximum of {_options.MaxMembers} members (AiStream:Presence:MaxMembers); try again later.");
+        }
     }
 
     // Renewal is per node, not per connection: RenewAllAsync renews every local connection of a session in one call.
@@ -230,6 +238,7 @@ internal sealed partial class RedisPresenceStore(
         [
             redis.Channel(sessionId).ToString(), now, o.MaxEvents,
             now - (long)TimeSpan.FromMinutes(o.MaxEventAgeMinutes).TotalMilliseconds, (long)sessions.KeyTtl.TotalMilliseconds,
+            _options.MaxMembers, _options.CoalesceAbove, _options.CountIntervalMilliseconds,
         ];
     }
 

@@ -109,30 +109,71 @@ internal static class RedisScripts
     // Presence. Keys: pc (connections "member\tconnection" scored by expiry), pn (member -> live connection count),
     // pm (member -> its description as a JSON object missing its closing "connections" field; member.."\tL" -> the
     // same without state, for leaves), pa (members announced with a join), pl (members leaving, scored by when),
-    // pu (members with a coalesced update pending, scored by when), pt (member -> when its last update was logged).
-    // Events are built here, because only here is the connection count known.
+    // pu (members with a coalesced update pending, scored by when), pt (member -> when its last update was logged),
+    // ps (a crowded session's changes since its last presence.count: joined, left, updated, last, due).
+    // Events are built here, because only here is the connection count known. The common arguments are channel, now,
+    // maxLen, cutoff, ttl, maxMembers, coalesceAbove, countInterval; a script's own start at ARGV[9].
     private const string Presence = Append + """
-        local pc, pn, pm, pa, pl, pu, pt, seqKey, logKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+        local pc, pn, pm, pa, pl, pu, pt, seqKey, logKey, ps = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
         local channel, now, maxLen, cutoff, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+        local maxMembers, above, interval = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
         local events = {}
         local function event(name, value)
           events[#events + 1] = '{"type":"CUSTOM","name":"' .. name .. '","value":' .. value .. ',"timestamp":' .. now .. '}'
         end
         local function count(member) return tonumber(redis.call('HGET', pn, member) or '0') end
+        -- A change of a crowded session is counted; finish() logs the count once the interval since the last has passed.
+        local function crowded() return redis.call('SCARD', pa) > above end
+        local function tally(field)
+          redis.call('HINCRBY', ps, field, 1)
+          if not redis.call('HGET', ps, 'due') then
+            local last = tonumber(redis.call('HGET', ps, 'last') or '0')
+            redis.call('HSET', ps, 'due', math.max(last + interval, tonumber(now)))
+          end
+        end
+        local function flushCount()
+          local c = redis.call('HMGET', ps, 'joined', 'left', 'updated')
+          event('presence.count', '{"members":' .. redis.call('SCARD', pa) .. ',"joined":' .. (c[1] or '0') .. ',"left":' .. (c[2] or '0')
+            .. ',"updated":' .. (c[3] or '0') .. '}')
+          redis.call('HDEL', ps, 'joined', 'left', 'updated', 'due')
+          redis.call('HSET', ps, 'last', now)
+        end
+        -- Everyone present, once a crowd is over: members are announced one by one again from here.
+        local function resync()
+          local list = {}
+          for _, m in ipairs(redis.call('SMEMBERS', pa)) do
+            local d = redis.call('HGET', pm, m)
+            if d then list[#list + 1] = d .. ',"connections":' .. count(m) .. '}' end
+          end
+          table.sort(list)
+          event('presence.snapshot', '{"members":[' .. table.concat(list, ',') .. '],"total":' .. #list .. '}')
+        end
         local function leave(member, reason)
           local described = redis.call('HGET', pm, member .. '\tL')
+          local counted = crowded()
           redis.call('SREM', pa, member)
           redis.call('HDEL', pn, member)
           redis.call('HDEL', pm, member, member .. '\tL')
           redis.call('ZREM', pl, member)
           redis.call('ZREM', pu, member)
           redis.call('HDEL', pt, member)
-          if described then event('presence.leave', described .. ',"connections":0,"reason":"' .. reason .. '"}') end
+          if counted then
+            tally('left')
+            if redis.call('SCARD', pa) == above then
+              flushCount()
+              resync()
+            end
+          elseif described then event('presence.leave', described .. ',"connections":0,"reason":"' .. reason .. '"}') end
         end
         local function finish()
+          local countDue = tonumber(redis.call('HGET', ps, 'due') or '-1')
+          if countDue >= 0 and countDue <= tonumber(now) then
+            flushCount()
+            countDue = -1
+          end
           for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
           if #events > 0 then append(seqKey, logKey, channel, '', now, maxLen, cutoff, ttl, 0, events) end
-          local due = -1
+          local due = countDue
           for _, key in ipairs({pc, pl, pu}) do
             local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
             if #first > 0 and (due < 0 or tonumber(first[2]) < due) then due = tonumber(first[2]) end
@@ -143,26 +184,33 @@ internal static class RedisScripts
         """;
 
     /// <summary>
-    /// Adds or renews connections. ARGV after the common five: (member, connection, expiry, described, describedForLeave)
-    /// repeated. A member that was not announced joins. Returns the next due time.
+    /// Adds or renews connections. ARGV after the common eight: (member, connection, expiry, described,
+    /// describedForLeave) repeated. A member that was not announced joins, unless the session has maxMembers already.
+    /// Returns {refused, due}: how many connections were refused for that, and the next due time.
     /// </summary>
     public const string PresenceConnect = Presence + """
-        for i = 6, #ARGV, 5 do
+        local refused = 0
+        for i = 9, #ARGV, 5 do
           local member, connection, expiry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-          if redis.call('ZADD', pc, expiry, member .. '\t' .. connection) == 1 then redis.call('HINCRBY', pn, member, 1) end
-          redis.call('ZREM', pl, member)
-          if redis.call('SISMEMBER', pa, member) == 0 then
-            redis.call('SADD', pa, member)
-            redis.call('HSET', pm, member, ARGV[i + 3], member .. '\tL', ARGV[i + 4])
-            event('presence.join', ARGV[i + 3] .. ',"connections":' .. count(member) .. '}')
+          local present = redis.call('SISMEMBER', pa, member) == 1
+          if not present and redis.call('SCARD', pa) >= maxMembers then
+            refused = refused + 1
+          else
+            if redis.call('ZADD', pc, expiry, member .. '\t' .. connection) == 1 then redis.call('HINCRBY', pn, member, 1) end
+            redis.call('ZREM', pl, member)
+            if not present then
+              redis.call('SADD', pa, member)
+              redis.call('HSET', pm, member, ARGV[i + 3], member .. '\tL', ARGV[i + 4])
+              if crowded() then tally('joined') else event('presence.join', ARGV[i + 3] .. ',"connections":' .. count(member) .. '}') end
+            end
           end
         end
-        return finish()
+        return {refused, finish()}
         """;
 
-    /// <summary>Removes a connection. ARGV: common five, member, connection, leaveAt (0: at once). Returns the next due time.</summary>
+    /// <summary>Removes a connection. ARGV: common eight, member, connection, leaveAt (0: at once). Returns the next due time.</summary>
     public const string PresenceDisconnect = Presence + """
-        local member, connection, leaveAt = ARGV[6], ARGV[7], tonumber(ARGV[8])
+        local member, connection, leaveAt = ARGV[9], ARGV[10], tonumber(ARGV[11])
         if redis.call('ZREM', pc, member .. '\t' .. connection) == 1 and redis.call('HINCRBY', pn, member, -1) <= 0
           and redis.call('SISMEMBER', pa, member) == 1 then
           if leaveAt <= 0 then leave(member, 'left') else redis.call('ZADD', pl, leaveAt, member) end
@@ -171,16 +219,20 @@ internal static class RedisScripts
         """;
 
     /// <summary>
-    /// Replaces a member's state. ARGV: common five, member, described, windowMs. Returns {status, due}: status -1 not
-    /// present, 1 logged, 0 coalesced (logged when the window closes).
+    /// Replaces a member's state. ARGV: common eight, member, described, windowMs. Returns {status, due}: status -1 not
+    /// present, 1 logged, 0 coalesced (logged when the window closes, or counted in a crowded session).
     /// </summary>
     public const string PresenceSetState = Presence + """
-        local member, described, window = ARGV[6], ARGV[7], tonumber(ARGV[8])
+        local member, described, window = ARGV[9], ARGV[10], tonumber(ARGV[11])
         if redis.call('SISMEMBER', pa, member) == 0 or count(member) <= 0 then return {-1, -1} end
         redis.call('HSET', pm, member, described)
         local last = tonumber(redis.call('HGET', pt, member) or '-1')
         local status = 1
-        if last >= 0 and tonumber(now) - last < window then
+        if crowded() then
+          redis.call('ZREM', pu, member)
+          tally('updated')
+          status = 0
+        elseif last >= 0 and tonumber(now) - last < window then
           redis.call('ZADD', pu, 'NX', last + window, member)
           status = 0
         else
@@ -191,7 +243,7 @@ internal static class RedisScripts
         return {status, finish()}
         """;
 
-    /// <summary>Expires connections, completes due leaves and flushes due updates. ARGV: the common five. Returns the next due time.</summary>
+    /// <summary>Expires connections, completes due leaves, flushes due updates and counts. ARGV: the common eight. Returns the next due time.</summary>
     public const string PresenceSweep = Presence + """
         for _, entry in ipairs(redis.call('ZRANGEBYSCORE', pc, '-inf', now, 'LIMIT', 0, 1000)) do
           redis.call('ZREM', pc, entry)
@@ -205,7 +257,8 @@ internal static class RedisScripts
           redis.call('ZREM', pu, member)
           if redis.call('SISMEMBER', pa, member) == 1 then
             redis.call('HSET', pt, member, now)
-            event('presence.update', redis.call('HGET', pm, member) .. ',"connections":' .. count(member) .. '}')
+            if crowded() then tally('updated')
+            else event('presence.update', redis.call('HGET', pm, member) .. ',"connections":' .. count(member) .. '}') end
           end
         end
         return finish()

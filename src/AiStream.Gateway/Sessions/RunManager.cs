@@ -34,6 +34,7 @@ internal sealed partial class RunManager(
     ChatClientFactory clients,
     TokenCounter tokens,
     Limits.TokenBudget budget,
+    Limits.LimitsMetrics limitsMetrics,
     AiStreamMetrics metrics,
     IPresenceStore presence,
     UpstreamResilience resilience,
@@ -138,6 +139,7 @@ internal sealed partial class RunManager(
         // Each run holds a model stream and its partial text: a session cannot start them without bound.
         if (_runs.Values.Count(r => r.SessionId == sessionId) >= options.Value.MaxRunsPerSession)
         {
+            limitsMetrics.Refused("runs_per_session");
             return (null, new ApiError(StatusCodes.Status429TooManyRequests,
                 $"Session '{sessionId}' already has {options.Value.MaxRunsPerSession} runs in progress (AiStream:Sessions:MaxRunsPerSession); wait for one to end.",
                 "rate_limit_error", "too_many_runs_in_session") { RetryAfter = TimeSpan.FromSeconds(5) });
@@ -258,7 +260,15 @@ internal sealed partial class RunManager(
         using var idleTimer = StartIdleWatch(run);
         // The run is a member of the session too, so a dashboard shows a thinking agent the way it shows a person.
         var agent = new MemberIdentity("agent:" + run.RunId, run.Route.Name, null, "agent");
-        await presence.ConnectAsync(run.SessionId, agent, run.RunId, new JsonObject { ["status"] = "thinking", ["runId"] = run.RunId }).ConfigureAwait(false);
+        try
+        {
+            await presence.ConnectAsync(run.SessionId, agent, run.RunId, new JsonObject { ["status"] = "thinking", ["runId"] = run.RunId }).ConfigureAwait(false);
+        }
+        catch (MemberLimitExceededException)
+        {
+            // A full session still gets its answer; the agent is just not listed as a member.
+        }
+
         using var renewal = time.CreateTimer(_ => presence.Renew(run.SessionId, agent.Id, run.RunId), null, presence.RenewInterval, presence.RenewInterval);
         try
         {

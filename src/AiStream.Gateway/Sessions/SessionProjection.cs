@@ -22,6 +22,7 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     private readonly Dictionary<string, OpenToolCall> _openToolCalls = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _activeRuns = new(StringComparer.Ordinal); // runId -> threadId
     private readonly Dictionary<string, JsonObject> _presence = new(StringComparer.Ordinal);
+    private int? _crowd; // the last presence.count's total while the session is crowded
     private JsonNode? _state = new JsonObject();
 
     /// <summary>Runs started and not yet finished.</summary>
@@ -139,10 +140,18 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
             case AgUi.Custom when Str(e, "name") is { } name && name.StartsWith("presence.", StringComparison.Ordinal)
                 && e["value"] is JsonObject member:
                 var memberId = Str(member, "id");
-                if (name == "presence.snapshot")
+                if (name == "presence.count")
                 {
-                    // A checkpoint's presence (only checkpoints restore from a snapshot event).
+                    // A crowded session: joins and leaves are counted, not announced, so only the total is known.
                     _presence.Clear();
+                    _crowd = member["members"] is JsonValue total && total.TryGetValue<int>(out var members) ? members : 0;
+                }
+                else if (name == "presence.snapshot")
+                {
+                    // Everyone present: from a checkpoint, or logged when a crowd is over (members announced again).
+                    _presence.Clear();
+                    _crowd = member["counted"] is JsonValue counted && counted.TryGetValue<bool>(out var isCounted) && isCounted
+                        && member["total"] is JsonValue total && total.TryGetValue<int>(out var members) ? members : null;
                     foreach (var m in (member["members"] as JsonArray ?? []).OfType<JsonObject>())
                     {
                         if (Str(m, "id") is { } snapId)
@@ -220,11 +229,18 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     {
         yield return (AgUi.Event(AgUi.MessagesSnapshot, ("messages", new JsonArray(_messages.Select(m => (JsonNode)m.DeepClone()).ToArray()))), null);
         yield return (AgUi.Event(AgUi.StateSnapshot, ("snapshot", _state?.DeepClone() ?? new JsonObject())), null);
-        yield return (AgUi.Event(AgUi.Custom, ("name", "presence.snapshot"), ("value", new JsonObject
+        var presence = new JsonObject
         {
             ["members"] = new JsonArray(_presence.Values.Take(presenceCap).Select(m => (JsonNode)m.DeepClone()).ToArray()),
-            ["total"] = _presence.Count,
-        })), null);
+            ["total"] = _crowd ?? _presence.Count,
+        };
+        if (_crowd is not null)
+        {
+            // Crowded: the members are not in the log; GET /api/sessions/{id}/presence lists them.
+            presence["counted"] = true;
+        }
+
+        yield return (AgUi.Event(AgUi.Custom, ("name", "presence.snapshot"), ("value", presence)), null);
         foreach (var (runId, threadId) in _activeRuns)
         {
             yield return (AgUi.Event(AgUi.RunStarted, ("threadId", threadId), ("runId", runId)), runId);

@@ -104,7 +104,8 @@ internal static partial class SessionsEndpoints
     }
 
     private static async Task<IResult> PublishAsync(
-        string sessionId, HttpRequest request, ISessionStore store, IOptions<SessionsOptions> options, CallerLimits callerLimits, CancellationToken cancellationToken)
+        string sessionId, HttpRequest request, ISessionStore store, IOptions<SessionsOptions> options, CallerLimits callerLimits, SessionLimitsHandler bounds,
+        CancellationToken cancellationToken)
     {
         if (CheckSessionId(sessionId) is { } idError)
         {
@@ -170,7 +171,7 @@ internal static partial class SessionsEndpoints
         }
         catch (StateLimitExceededException ex)
         {
-            return SessionLimitsHandler.ToError(ex)!.ToResult();
+            return bounds.Answer(ex)!.ToResult();
         }
 
         return TypedResults.Json(new PublishResult(result.Seqs, result.Replayed), SessionsJsonContext.Default.PublishResult,

@@ -94,3 +94,6 @@ internal sealed class StateLimitExceededException(string message) : Exception(me
 
 /// <summary>A new session would take the node past <c>AiStream:Sessions:MaxSessions</c> (a 503 with Retry-After).</summary>
 internal sealed class SessionLimitExceededException(string message) : Exception(message);
+
+/// <summary>A member would take a session past <c>AiStream:Presence:MaxMembers</c> (a 429 with Retry-After).</summary>
+internal sealed class MemberLimitExceededException(string message) : Exception(message);

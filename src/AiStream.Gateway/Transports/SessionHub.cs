@@ -210,7 +210,21 @@ internal sealed class HubSubscriptions(
         }
 
         // Joining makes the member present; SignalR's own keep-alive ends a dead connection, which ends the join.
-        await presence.ConnectAsync(sessionId, identity, connectionId);
+        try
+        {
+            await presence.ConnectAsync(sessionId, identity, connectionId);
+        }
+        catch
+        {
+            // Refused (the session is full) or Redis away: the join fails and leaves no subscriber behind.
+            if (connection.TryRemove(sessionId, pump) is not null)
+            {
+                store.Unsubscribe(sessionId, subscriber);
+            }
+
+            throw;
+        }
+
         var renewal = ticker.Add(null, sessionId, identity.Id, connectionId);
         lock (pump)
         {

@@ -19,7 +19,7 @@ internal static class SessionSseEndpoint
         return app;
     }
 
-    private static async Task<IResult> WatchAsync(HttpContext context, string sessionId, SessionSseWatch watch)
+    private static async Task<IResult> WatchAsync(HttpContext context, string sessionId, SessionSseWatch watch, SessionLimitsHandler limits)
     {
         var (request, error) = SessionSseWatch.Prepare(context, sessionId);
         if (request is not { } watchRequest)
@@ -31,7 +31,7 @@ internal static class SessionSseEndpoint
         if (await watch.RunAsync(watchRequest, context.Response.BodyWriter, context.TraceIdentifier, context.RequestAborted) is { } failure)
         {
             // Nothing was written yet.
-            if (SessionLimitsHandler.ToError(failure) is { } bound)
+            if (limits.Answer(failure) is { } bound)
             {
                 return bound.ToResult();
             }
@@ -202,6 +202,11 @@ internal sealed class SessionSseWatch(
         try
         {
             await presence.ConnectAsync(sessionId, identity, connectionId);
+        }
+        catch (MemberLimitExceededException e)
+        {
+            store.Unsubscribe(sessionId, subscriber);
+            return e; // a quota, answered and counted; not a failure of the node
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {

@@ -10,6 +10,8 @@
   let source = null;
   let sessionId = null;
   const members = new Map();
+  let memberTotal = null; // set from GET presence while the session is crowded
+  let listing = null;
   const messages = new Map();
   let activeRun = null;
   let typingTimer = null;
@@ -35,7 +37,23 @@
       }
       list.append(li);
     }
-    $('count').textContent = String(members.size);
+    $('count').textContent = String(memberTotal ?? members.size);
+  }
+
+  // A crowded session counts joins and leaves into presence.count events: read the list (first 100) instead.
+  function refreshPresence() {
+    if (listing) return;
+    const id = sessionId;
+    listing = fetch(`/api/sessions/${encodeURIComponent(id)}/presence?limit=100`)
+      .then((response) => (response.ok ? response.json() : null))
+      .then((body) => {
+        if (!body || id !== sessionId) return;
+        members.clear();
+        for (const m of body.members) members.set(m.id, m);
+        memberTotal = body.total;
+        renderPresence();
+      })
+      .finally(() => { listing = null; });
   }
 
   function messageElement(id, role) {
@@ -92,8 +110,12 @@
           for (const m of e.value.members) members.set(m.id, m);
         } else if (e.name === 'presence.join' || e.name === 'presence.update') {
           members.set(e.value.id, e.value);
+          if (e.name === 'presence.join') memberTotal = null; // announced one by one again: the map is the list
         } else if (e.name === 'presence.leave') {
           members.delete(e.value.id);
+          memberTotal = null;
+        } else if (e.name === 'presence.count') {
+          refreshPresence();
         }
         renderPresence();
         break;
@@ -107,6 +129,7 @@
     const name = $('name').value.trim();
     localStorage.setItem('aistream.name', name);
     members.clear();
+    memberTotal = null;
     renderPresence();
     const query = new URLSearchParams({ clientId, name });
     source = new EventSource(`/api/sessions/${encodeURIComponent(sessionId)}/events?${query}`);

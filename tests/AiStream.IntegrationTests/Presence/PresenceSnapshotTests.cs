@@ -101,11 +101,13 @@ public sealed class PresenceSnapshotTests
     }
 
     [Fact]
-    public async Task LargeSession_TenThousandMembers_GetIsLimitedAndSnapshotCappedWithExactTotals()
+    public async Task LargeSession_TenThousandMembers_GetIsLimitedAndSnapshotCappedWithExactTotals_AndJoinsAreCounted()
     {
         // Fake time that never moves: nobody's TTL runs out while the test renews nothing.
         var time = NewClock();
-        await using var gateway = new GatewayFactory(Settings(), time);
+        var settings = Settings();
+        settings["AiStream:Presence:MaxMembers"] = "10001";
+        await using var gateway = new GatewayFactory(settings, time);
         using var http = gateway.Client();
         var presence = gateway.Services.GetRequiredService<IPresenceStore>();
         var session = NewSessionId();
@@ -117,20 +119,32 @@ public sealed class PresenceSnapshotTests
             await presence.ConnectAsync(session, new MemberIdentity(id, id, null), "c-" + id);
         }
 
+        // Past CoalesceAbove (100) joins are counted, not announced: the first count came with the 101st member, the
+        // next is due CountIntervalMilliseconds (1 s) later.
+        var watcher = await PresenceWatch.OpenAsync(http, session, "m00000");
+        time.Advance(TimeSpan.FromSeconds(1));
+        await watcher.WaitForAsync(e => e.Name == "presence.count" && e.Value!["members"]!.GetValue<int>() == 10_000, "the count of 10,000");
+        watcher.Dispose();
         var page = await GetPresenceAsync(http, session, limit: 50);
         using var late = await PresenceWatch.OpenAsync(http, session, "late", "Late");
         var snapshot = await late.WaitForAsync(e => e.Name == "presence.snapshot", "the presence snapshot");
-        var ownJoin = await late.WaitForAsync(e => e.Is("presence.join", "late"), "the newcomer's own join");
+        // The newcomer's join is in the next count.
+        time.Advance(TimeSpan.FromSeconds(1));
+        var ownJoin = await late.WaitForAsync(e => e.Name == "presence.count" && e.Value!["members"]!.GetValue<int>() == 10_001, "the count with the newcomer");
         var afterJoin = await GetPresenceAsync(http, session, limit: 1);
         clock.Stop();
 
         Assert.Equal(10_000, page["total"]!.GetValue<int>());
         // Listed by id, in ordinal order.
         Assert.Equal(Enumerable.Range(0, 50).Select(i => "m" + i.ToString("D5", CultureInfo.InvariantCulture)), Members(page).Select(m => Str(m["id"])));
-        // The snapshot is taken before the newcomer is made present: SnapshotCap (default 100) members of 10,000.
+        // The snapshot is taken before the newcomer is made present. The session is crowded (past CoalesceAbove), so
+        // the log knows the total but not who: the snapshot says so, and GET presence lists them.
         Assert.Equal(10_000, snapshot.Value!["total"]!.GetValue<int>());
-        Assert.Equal(100, snapshot.Value["members"]!.AsArray().Count);
+        Assert.Empty(snapshot.Value["members"]!.AsArray());
+        Assert.True(snapshot.Value["counted"]!.GetValue<bool>());
         Assert.Equal(snapshot.Seq + 1, ownJoin.Seq);
+        Assert.Equal(1, ownJoin.Value!["joined"]!.GetValue<int>());
+        Assert.DoesNotContain(late.Seen, e => e.Is("presence.join", "late"));
         Assert.Equal(10_001, afterJoin["total"]!.GetValue<int>());
         Assert.Single(Members(afterJoin));
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed.TotalSeconds:F1} s");

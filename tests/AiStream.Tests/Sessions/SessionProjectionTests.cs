@@ -118,6 +118,32 @@ public sealed class SessionProjectionTests
     }
 
     [Fact]
+    public void Snapshot_CrowdedSession_GivesTheLastCountedTotal_ThenEveryoneOnceTheCrowdIsOver()
+    {
+        var p = new SessionProjection(StateLimits.None);
+        Apply(p, """{"type":"CUSTOM","name":"presence.join","value":{"id":"a","name":"a","kind":"user","connections":1,"state":{}}}""");
+        Apply(p, """{"type":"CUSTOM","name":"presence.count","value":{"members":250,"joined":249,"left":0,"updated":0}}""");
+
+        var crowded = Snapshot(p).Single(e => e["name"]?.GetValue<string>() == "presence.snapshot")["value"]!;
+        Assert.Equal(250, crowded["total"]!.GetValue<int>());
+        Assert.Empty(crowded["members"]!.AsArray());
+        Assert.True(crowded["counted"]!.GetValue<bool>());
+
+        // A checkpoint holding that snapshot restores the crowd.
+        var restored = new SessionProjection(StateLimits.None);
+        Apply(restored, """{"type":"CUSTOM","name":"presence.snapshot","value":""" + crowded.ToJsonString() + "}");
+        Assert.Equal(250, Snapshot(restored).Single(e => e["name"]?.GetValue<string>() == "presence.snapshot")["value"]!["total"]!.GetValue<int>());
+
+        // The store logs everyone present when the crowd is over; members are tracked one by one again from there.
+        Apply(p, """{"type":"CUSTOM","name":"presence.snapshot","value":{"members":[{"id":"a","name":"a","kind":"user","connections":1,"state":{}}],"total":1}}""");
+        Apply(p, """{"type":"CUSTOM","name":"presence.join","value":{"id":"b","name":"b","kind":"user","connections":1,"state":{}}}""");
+        var after = Snapshot(p).Single(e => e["name"]?.GetValue<string>() == "presence.snapshot")["value"]!;
+        Assert.Equal(2, after["total"]!.GetValue<int>());
+        Assert.Equal(["a", "b"], after["members"]!.AsArray().Select(m => m!["id"]!.GetValue<string>()));
+        Assert.Null(after["counted"]);
+    }
+
+    [Fact]
     public void Apply_PoisonedLogBeyondTheStateLimits_SkipsThoseEventsAndKeepsTheLastGoodState()
     {
         // What a node loading an old Redis log meets: events written before the limits existed.

@@ -25,7 +25,7 @@ internal static class LimitsHosting
         services.AddSingleton<HubMessageLimit>();
         services.AddSignalR(hub => hub.AddFilter<HubMessageLimit>());
         services.AddRateLimiter(_ => { });
-        services.AddOptions<RateLimiterOptions>().Configure<IOptions<LimitsOptions>, LimitsMetrics>((rate, limits, metrics) =>
+        services.AddOptions<RateLimiterOptions>().Configure<IOptions<LimitsOptions>, LimitsMetrics, IServiceProvider>((rate, limits, metrics, provider) =>
         {
             var perUser = limits.Value.ConnectionsPerUser;
             var perIp = limits.Value.ConnectionsPerIp;
@@ -34,9 +34,12 @@ internal static class LimitsHosting
                 return;
             }
 
+            // With scale-out the slots are counted in Redis, so the limits hold across nodes.
+            var shared = provider.GetService<ISharedConnectionSlots>();
+            var time = provider.GetRequiredService<TimeProvider>();
             rate.GlobalLimiter = PartitionedRateLimiter.CreateChained(
-                Connections(perUser, context => Security.CallerGrants.Of(context).LimitKey),
-                Connections(perIp, context => context.Connection.RemoteIpAddress?.ToString() ?? "unknown"));
+                Connections(perUser, context => Security.CallerGrants.Of(context).LimitKey, shared, time),
+                Connections(perIp, context => "ip:" + (context.Connection.RemoteIpAddress?.ToString() ?? "unknown"), shared, time));
             rate.OnRejected = (rejected, cancellationToken) =>
             {
                 metrics.Refused("connections");
@@ -66,12 +69,15 @@ internal static class LimitsHosting
     /// <summary>
     /// A concurrency limiter per key for the requests that hold a connection open (watches, hub connections, AG-UI
     /// streams, completions); every other request passes. No key (an anonymous caller for the per-user limit) passes too.
+    /// The slots are this node's, or with <paramref name="shared"/> every node's.
     /// </summary>
-    private static PartitionedRateLimiter<HttpContext> Connections(int limit, Func<HttpContext, string?> key) =>
+    private static PartitionedRateLimiter<HttpContext> Connections(int limit, Func<HttpContext, string?> key, ISharedConnectionSlots? shared, TimeProvider time) =>
         PartitionedRateLimiter.Create<HttpContext, string>(context =>
             limit == 0 || !IsLongLived(context.Request) || key(context) is not { } partition
                 ? RateLimitPartition.GetNoLimiter("")
-                : RateLimitPartition.GetConcurrencyLimiter(partition, _ => new ConcurrencyLimiterOptions { PermitLimit = limit, QueueLimit = 0 }));
+                : shared is null
+                    ? RateLimitPartition.GetConcurrencyLimiter(partition, _ => new ConcurrencyLimiterOptions { PermitLimit = limit, QueueLimit = 0 })
+                    : RateLimitPartition.Get(partition, p => new SharedConnectionLimiter(p, limit, shared, time)));
 
     private static bool IsLongLived(HttpRequest request)
     {

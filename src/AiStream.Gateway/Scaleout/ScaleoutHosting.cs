@@ -39,6 +39,8 @@ internal static class ScaleoutHosting
         services.TryAddSingleton<IPresenceStore>(sp => sp.GetRequiredService<RedisPresenceStore>());
         services.TryAddSingleton<IRunControl, RedisRunControl>();
         services.Replace(ServiceDescriptor.Singleton<Limits.ILimitCounter, RedisLimitCounter>());
+        services.TryAddSingleton<RedisConnectionSlots>();
+        services.TryAddSingleton<Limits.ISharedConnectionSlots>(sp => sp.GetRequiredService<RedisConnectionSlots>());
         services.AddHostedService<ScaleoutMaintenance>();
         services.AddHealthChecks().AddCheck<RedisReadyCheck>("redis", tags: ["ready"]);
         return services;

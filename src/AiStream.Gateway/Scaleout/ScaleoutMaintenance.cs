@@ -6,12 +6,13 @@ namespace AiStream.Gateway.Scaleout;
 
 /// <summary>
 /// The node's heartbeat: renews its liveness in Redis, keeps its sessions in step (watcher counts, missed events,
-/// checkpoints, buffered writes, orphaned runs), sweeps presence and renews its connections.
+/// checkpoints, buffered writes, orphaned runs), sweeps presence and renews its connections and connection slots.
 /// </summary>
 internal sealed partial class ScaleoutMaintenance(
     RedisConnection redis,
     RedisSessionStore sessions,
     RedisPresenceStore presence,
+    RedisConnectionSlots slots,
     IOptions<ScaleoutOptions> options,
     TimeProvider time,
     ILogger<ScaleoutMaintenance> logger) : BackgroundService
@@ -20,6 +21,7 @@ internal sealed partial class ScaleoutMaintenance(
     {
         var o = options.Value;
         var lastRenewal = DateTimeOffset.MinValue;
+        var lastSlots = DateTimeOffset.MinValue;
         using var timer = new PeriodicTimer(TimeSpan.FromSeconds(o.MaintenanceSeconds), time);
         do
         {
@@ -36,6 +38,12 @@ internal sealed partial class ScaleoutMaintenance(
                 {
                     lastRenewal = now;
                     await presence.RenewAllAsync(stoppingToken).ConfigureAwait(false);
+                }
+
+                if (now - lastSlots >= slots.RenewInterval)
+                {
+                    lastSlots = now;
+                    await slots.RenewAsync(stoppingToken).ConfigureAwait(false);
                 }
 
                 await sessions.MaintainAsync(live, stoppingToken).ConfigureAwait(false);

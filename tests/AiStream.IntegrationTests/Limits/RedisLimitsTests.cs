@@ -70,4 +70,118 @@ public sealed class RedisLimitsTests
         using var refused = await onB.PostAsJsonAsync("v1/chat/completions", Completion(990));
         Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
     }
+
+    [Fact]
+    public async Task ConnectionsPerUser_HeldOnOneNode_AreCountedOnTheOther_AndANodesDeathFreesItsSlots()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        var settings = AuthOn(Merge(Sim(tokensPerSecond: 0)));
+        settings["AiStream:Limits:ConnectionsPerUser"] = "2";
+        var nodes = await StartNodesAsync(redis.ConnectionString, ["A", "B"], settings);
+        await using var a = nodes[0];
+        await using var b = nodes[1];
+        var token = Mint("alice", Grants(("*", ["read"])));
+        using var onA = a.Client().WithBearer(token);
+        using var onB = b.Client().WithBearer(token);
+        using var bobOnB = b.Client().WithBearer(Mint("bob", Grants(("*", ["read"]))));
+        var session = NewSessionId();
+
+        // Alice holds one watch on each node: a third, on either node, is refused.
+        var first = await Sessions.SessionWatcher.OpenAsync(onA, session);
+        var second = await Sessions.SessionWatcher.OpenAsync(onB, session);
+        foreach (var node in new[] { onA, onB })
+        {
+            using var third = await node.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal(HttpStatusCode.TooManyRequests, third.StatusCode);
+            Assert.Contains("too_many_connections", await third.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        // Bob is not Alice.
+        using (var bob = await Sessions.SessionWatcher.OpenAsync(bobOnB, session))
+        {
+        }
+
+        // Closing the watch on B frees its slot for a watch on A.
+        second.Dispose();
+        await WaitUntilAsync(async () =>
+        {
+            using var retry = await onA.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
+            return retry.StatusCode == HttpStatusCode.OK;
+        }, "the slot given back on B to be free on A");
+
+        // A node that dies gives nothing back: its slots lapse once it stops renewing them (2 x NodeTimeoutSeconds).
+        first.Dispose();
+        await using var c = await StartNodeAsync(redis.ConnectionString, "C", settings);
+        using var onC = c.Client().WithBearer(token);
+        // A closed watch's slot is given back once its node sees the close: open until admitted.
+        using var held1 = await HoldWatchAsync(onC, session);
+        using var held2 = await HoldWatchAsync(onC, session);
+        using (var refused = await onB.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        }
+
+        c.Kill();
+        var killedAt = DateTime.UtcNow;
+        await WaitUntilAsync(async () =>
+        {
+            using var retry = await onB.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
+            return retry.StatusCode == HttpStatusCode.OK;
+        }, "the dead node's slots to lapse", TimeSpan.FromSeconds(20));
+        Assert.True(DateTime.UtcNow - killedAt < TimeSpan.FromSeconds(2 * NodeTimeoutSeconds + 5), "slots lapsed late");
+    }
+
+    [Fact]
+    public async Task ConnectionsPerUser_WithRedisStopped_AreStillLimitedOnTheNode_AndWrittenBackOnceRedisIsBack()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        var settings = AuthOn(Merge(Sim(tokensPerSecond: 0)));
+        settings["AiStream:Limits:ConnectionsPerUser"] = "1";
+        settings["AiStream:Scaleout:TimeoutMilliseconds"] = "500";
+        var nodes = await StartNodesAsync(redis.ConnectionString, ["A", "B"], settings);
+        await using var a = nodes[0];
+        await using var b = nodes[1];
+        var token = Mint("alice", Grants(("*", ["read"])));
+        using var onA = a.Client().WithBearer(token);
+        using var onB = b.Client().WithBearer(token);
+        var session = NewSessionId();
+
+        // Node A mirrors the session while a watch is open on it; the watch closes while Redis is away.
+        var opened = await Sessions.SessionWatcher.OpenAsync(onA, session);
+        await redis.StopAsync();
+        opened.Dispose();
+
+        // Node A now counts Alice's slots itself: one watch is admitted (served from its mirror), a second is refused.
+        using var held = await HoldWatchAsync(onA, session);
+        using (var second = await onA.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead))
+        {
+            Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);
+        }
+
+        // Once Redis is back (empty), node A writes its slot again, and node B counts it.
+        await redis.StartAgainAsync();
+        await WaitUntilAsync(async () =>
+        {
+            using var onOther = await onB.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
+            return onOther.StatusCode == HttpStatusCode.TooManyRequests;
+        }, "node B to count node A's slot written back", TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>Opens a watch, retrying while it is refused for a slot not yet given back; the response holds it open.</summary>
+    private static async Task<HttpResponseMessage> HoldWatchAsync(HttpClient http, string session)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (true)
+        {
+            var response = await http.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
+            if (response.StatusCode == HttpStatusCode.OK)
+            {
+                return response;
+            }
+
+            response.Dispose();
+            Assert.True(DateTime.UtcNow < deadline, "a watch was never admitted");
+            await Task.Delay(50);
+        }
+    }
 }

@@ -25,7 +25,7 @@ internal sealed partial class RedisPresenceStore(
     TimeProvider time,
     ILogger<RedisPresenceStore> logger) : IPresenceStore
 {
-    private static readonly string[] KeyNames = ["pc", "pn", "pm", "pa", "pl", "pu", "pt", "seq", "log", "ps"];
+    private static readonly string[] KeyNames = ["pc", "pn", "pm", "pa", "pl", "pu", "pt", "seq", "log", "ps", "lb"];
 
     // This node's connections: session -> "member\tconnection" -> how to describe the member.
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, LocalConnection>> _local = new(StringComparer.Ordinal);
@@ -238,7 +238,7 @@ internal sealed partial class RedisPresenceStore(
         [
             redis.Channel(sessionId).ToString(), now, o.MaxEvents,
             now - (long)TimeSpan.FromMinutes(o.MaxEventAgeMinutes).TotalMilliseconds, (long)sessions.KeyTtl.TotalMilliseconds,
-            _options.MaxMembers, _options.CoalesceAbove, _options.CountIntervalMilliseconds,
+            _options.MaxMembers, _options.CoalesceAbove, _options.CountIntervalMilliseconds, o.MaxLogBytes,
         ];
     }
 

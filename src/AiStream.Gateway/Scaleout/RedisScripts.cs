@@ -13,26 +13,39 @@ internal static class RedisScripts
 {
     // append(...) assigns positions after max(head, floor) (the floor keeps positions increasing when Redis lost its
     // data but a node still knows how far the session got), adds each body with ,"seq":N spliced before its closing
-    // brace, trims by count (MAXLEN ~) and by age (entries older than the cutoff), refreshes the keys' lifetime and
-    // publishes the batch. Returns first and last position.
+    // brace, trims the oldest entries while the stream holds more than maxLen entries, more than maxBytes of bodies
+    // (counted in bytesKey) or entries older than the cutoff (always keeping the newest), refreshes the keys' lifetime
+    // and publishes the batch. Returns first and last position.
     private const string Append = """
-        local function append(seqKey, logKey, channel, runId, now, maxLen, cutoff, ttl, floor, bodies)
+        local function append(seqKey, logKey, bytesKey, channel, runId, now, maxLen, cutoff, ttl, floor, bodies, maxBytes)
           local head = tonumber(redis.call('GET', seqKey) or '0')
           if head < floor then head = floor end
           local first = head + 1
           local parts = {tostring(first), runId, now}
+          local added = 0
           for i = 1, #bodies do
             head = head + 1
             local body = string.sub(bodies[i], 1, -2) .. ',"seq":' .. head .. '}'
-            redis.call('XADD', logKey, 'MAXLEN', '~', maxLen, head .. '-0', 'e', body, 'r', runId, 't', now)
+            redis.call('XADD', logKey, head .. '-0', 'e', body, 'r', runId, 't', now)
             parts[#parts + 1] = body
+            added = added + #body
           end
           redis.call('SET', seqKey, head, 'PX', ttl)
-          for _ = 1, 100 do
+          local bytes = redis.call('INCRBY', bytesKey, added)
+          local entries = redis.call('XLEN', logKey)
+          maxLen = tonumber(maxLen)
+          maxBytes = tonumber(maxBytes)
+          for _ = 1, #bodies + 100 do
+            if entries <= 1 then break end
             local oldest = redis.call('XRANGE', logKey, '-', '+', 'COUNT', 1)
-            if #oldest == 0 or tonumber(oldest[1][2][6]) >= cutoff then break end
+            if #oldest == 0 then break end
+            if entries <= maxLen and bytes <= maxBytes and tonumber(oldest[1][2][6]) >= cutoff then break end
             redis.call('XDEL', logKey, oldest[1][1])
+            entries = entries - 1
+            bytes = redis.call('INCRBY', bytesKey, -#oldest[1][2][2])
           end
+          if bytes < 0 then redis.call('SET', bytesKey, 0) end
+          redis.call('PEXPIRE', bytesKey, ttl)
           redis.call('PEXPIRE', logKey, ttl)
           redis.call('SPUBLISH', channel, table.concat(parts, '\n'))
           return first, head
@@ -41,8 +54,9 @@ internal static class RedisScripts
         """;
 
     /// <summary>
-    /// KEYS: seq, log, idempotency (or any key of the session), runs. ARGV: channel, runId, now, maxLen, cutoff, ttl,
-    /// floor, expected (-1: any), idempotencyTtl (0: none), owner ("" for events of no run), bodies... Returns
+    /// KEYS: seq, log, idempotency (or any key of the session), runs, log bytes. ARGV: channel, runId, now, maxLen,
+    /// cutoff, ttl, floor, expected (-1: any), idempotencyTtl (0: none), owner ("" for events of no run), maxBytes,
+    /// bodies... Returns
     /// {first, last, 0}; {0, 0, 1} when the head is not <c>expected</c> (nothing appended); {-1, "first:last"} when the
     /// idempotency key was seen; {-2} when the run is registered to another owner or was ended by another node (a
     /// node that stalled past its liveness must not keep writing a run that was declared lost).
@@ -65,14 +79,15 @@ internal static class RedisScripts
           if head ~= expected then return {0, 0, 1} end
         end
         local bodies = {}
-        for i = 11, #ARGV do bodies[#bodies + 1] = ARGV[i] end
-        local first, last = append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], floor, bodies)
+        for i = 12, #ARGV do bodies[#bodies + 1] = ARGV[i] end
+        local first, last = append(KEYS[1], KEYS[2], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], floor, bodies, ARGV[11])
         if idemTtl > 0 then redis.call('SET', KEYS[3], first .. ':' .. last, 'PX', idemTtl) end
         return {first, last, 0}
         """;
 
     /// <summary>
-    /// Ends a run whose node died. KEYS: seq, log, runs. ARGV: channel, runId, now, maxLen, cutoff, ttl, owner, bodies...
+    /// Ends a run whose node died. KEYS: seq, log, runs, log bytes. ARGV: channel, runId, now, maxLen, cutoff, ttl, owner,
+    /// maxBytes, bodies...
     /// Appends only if the run is still registered to <c>owner</c>, so exactly one node ends it, and marks it ended. Returns 1 when it did.
     /// </summary>
     public const string EndOrphan = Append + """
@@ -80,8 +95,8 @@ internal static class RedisScripts
         -- A tombstone, not a delete: the old owner's late appends are refused (see AppendEvents).
         redis.call('HSET', KEYS[3], ARGV[2], 'ended')
         local bodies = {}
-        for i = 8, #ARGV do bodies[#bodies + 1] = ARGV[i] end
-        append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], 0, bodies)
+        for i = 9, #ARGV do bodies[#bodies + 1] = ARGV[i] end
+        append(KEYS[1], KEYS[2], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], 0, bodies, ARGV[8])
         return 1
         """;
 
@@ -112,11 +127,11 @@ internal static class RedisScripts
     // pu (members with a coalesced update pending, scored by when), pt (member -> when its last update was logged),
     // ps (a crowded session's changes since its last presence.count: joined, left, updated, last, due).
     // Events are built here, because only here is the connection count known. The common arguments are channel, now,
-    // maxLen, cutoff, ttl, maxMembers, coalesceAbove, countInterval; a script's own start at ARGV[9].
+    // maxLen, cutoff, ttl, maxMembers, coalesceAbove, countInterval, maxBytes; a script's own start at ARGV[10].
     private const string Presence = Append + """
-        local pc, pn, pm, pa, pl, pu, pt, seqKey, logKey, ps = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+        local pc, pn, pm, pa, pl, pu, pt, seqKey, logKey, ps, bytesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
         local channel, now, maxLen, cutoff, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-        local maxMembers, above, interval = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+        local maxMembers, above, interval, maxBytes = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
         local events = {}
         local function event(name, value)
           events[#events + 1] = '{"type":"CUSTOM","name":"' .. name .. '","value":' .. value .. ',"timestamp":' .. now .. '}'
@@ -172,7 +187,7 @@ internal static class RedisScripts
             countDue = -1
           end
           for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
-          if #events > 0 then append(seqKey, logKey, channel, '', now, maxLen, cutoff, ttl, 0, events) end
+          if #events > 0 then append(seqKey, logKey, bytesKey, channel, '', now, maxLen, cutoff, ttl, 0, events, maxBytes) end
           local due = countDue
           for _, key in ipairs({pc, pl, pu}) do
             local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
@@ -184,13 +199,13 @@ internal static class RedisScripts
         """;
 
     /// <summary>
-    /// Adds or renews connections. ARGV after the common eight: (member, connection, expiry, described,
+    /// Adds or renews connections. ARGV after the common nine: (member, connection, expiry, described,
     /// describedForLeave) repeated. A member that was not announced joins, unless the session has maxMembers already.
     /// Returns {refused, due}: how many connections were refused for that, and the next due time.
     /// </summary>
     public const string PresenceConnect = Presence + """
         local refused = 0
-        for i = 9, #ARGV, 5 do
+        for i = 10, #ARGV, 5 do
           local member, connection, expiry = ARGV[i], ARGV[i + 1], ARGV[i + 2]
           local present = redis.call('SISMEMBER', pa, member) == 1
           if not present and redis.call('SCARD', pa) >= maxMembers then
@@ -208,9 +223,9 @@ internal static class RedisScripts
         return {refused, finish()}
         """;
 
-    /// <summary>Removes a connection. ARGV: common eight, member, connection, leaveAt (0: at once). Returns the next due time.</summary>
+    /// <summary>Removes a connection. ARGV: common nine, member, connection, leaveAt (0: at once). Returns the next due time.</summary>
     public const string PresenceDisconnect = Presence + """
-        local member, connection, leaveAt = ARGV[9], ARGV[10], tonumber(ARGV[11])
+        local member, connection, leaveAt = ARGV[10], ARGV[11], tonumber(ARGV[12])
         if redis.call('ZREM', pc, member .. '\t' .. connection) == 1 and redis.call('HINCRBY', pn, member, -1) <= 0
           and redis.call('SISMEMBER', pa, member) == 1 then
           if leaveAt <= 0 then leave(member, 'left') else redis.call('ZADD', pl, leaveAt, member) end
@@ -219,11 +234,11 @@ internal static class RedisScripts
         """;
 
     /// <summary>
-    /// Replaces a member's state. ARGV: common eight, member, described, windowMs. Returns {status, due}: status -1 not
+    /// Replaces a member's state. ARGV: common nine, member, described, windowMs. Returns {status, due}: status -1 not
     /// present, 1 logged, 0 coalesced (logged when the window closes, or counted in a crowded session).
     /// </summary>
     public const string PresenceSetState = Presence + """
-        local member, described, window = ARGV[9], ARGV[10], tonumber(ARGV[11])
+        local member, described, window = ARGV[10], ARGV[11], tonumber(ARGV[12])
         if redis.call('SISMEMBER', pa, member) == 0 or count(member) <= 0 then return {-1, -1} end
         redis.call('HSET', pm, member, described)
         local last = tonumber(redis.call('HGET', pt, member) or '-1')
@@ -243,7 +258,7 @@ internal static class RedisScripts
         return {status, finish()}
         """;
 
-    /// <summary>Expires connections, completes due leaves, flushes due updates and counts. ARGV: the common eight. Returns the next due time.</summary>
+    /// <summary>Expires connections, completes due leaves, flushes due updates and counts. ARGV: the common nine. Returns the next due time.</summary>
     public const string PresenceSweep = Presence + """
         for _, entry in ipairs(redis.call('ZRANGEBYSCORE', pc, '-inf', now, 'LIMIT', 0, 1000)) do
           redis.call('ZREM', pc, entry)

@@ -792,7 +792,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         }
 
         events.Add(AgUi.Event(AgUi.RunError, ("message", message), ("code", code), ("runId", runId)));
-        var args = new List<RedisValue> { _redis.Channel(sessionId).ToString(), runId, now, _options.MaxEvents, Cutoff(now), (long)KeyTtl.TotalMilliseconds, owner };
+        var args = new List<RedisValue> { _redis.Channel(sessionId).ToString(), runId, now, _options.MaxEvents, Cutoff(now), (long)KeyTtl.TotalMilliseconds, owner, _options.MaxLogBytes };
         foreach (var e in events)
         {
             e["timestamp"] = now;
@@ -800,14 +800,14 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         }
 
         var ended = (long)await _redis.Database.ScriptEvaluateAsync(RedisScripts.EndOrphan,
-            [_redis.Key(sessionId, "seq"), _redis.Key(sessionId, "log"), _redis.Key(sessionId, "runs")], [.. args]).ConfigureAwait(false);
+            [_redis.Key(sessionId, "seq"), _redis.Key(sessionId, "log"), _redis.Key(sessionId, "runs"), _redis.Key(sessionId, "lb")], [.. args]).ConfigureAwait(false);
         return ended == 1;
     }
 
     private async Task<(long First, long Last, bool Replayed, bool Conflict)> RunAppendAsync(string sessionId, byte[][] bodies, string? runId, string? idempotencyKey,
         long now, long floor, long expected)
     {
-        var args = new RedisValue[10 + bodies.Length];
+        var args = new RedisValue[11 + bodies.Length];
         args[0] = _redis.Channel(sessionId).ToString();
         args[1] = runId ?? string.Empty;
         args[2] = now;
@@ -819,14 +819,15 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         args[8] = idempotencyKey is null ? 0 : (long)TimeSpan.FromMinutes(_options.IdempotencyKeyMinutes).TotalMilliseconds;
         // Events of a run are written only while this process owns the run (see RedisScripts.AppendEvents).
         args[9] = runId is null ? string.Empty : _redis.NodeId;
+        args[10] = _options.MaxLogBytes;
         for (var i = 0; i < bodies.Length; i++)
         {
-            args[10 + i] = bodies[i];
+            args[11 + i] = bodies[i];
         }
 
         var idem = idempotencyKey is null ? _redis.Key(sessionId, "seq") : _redis.Key(sessionId, "idem:" + idempotencyKey);
         var reply = (RedisResult[])(await _redis.Database.ScriptEvaluateAsync(RedisScripts.AppendEvents,
-            [_redis.Key(sessionId, "seq"), _redis.Key(sessionId, "log"), idem, _redis.Key(sessionId, "runs")], args).ConfigureAwait(false))!;
+            [_redis.Key(sessionId, "seq"), _redis.Key(sessionId, "log"), idem, _redis.Key(sessionId, "runs"), _redis.Key(sessionId, "lb")], args).ConfigureAwait(false))!;
         var status = (long)reply[0];
         if (status == -2)
         {

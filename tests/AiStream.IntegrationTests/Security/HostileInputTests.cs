@@ -115,6 +115,34 @@ public sealed class HostileInputTests
         await PublishAsync(http, session, Custom("still", 1));
     }
 
+    [Fact]
+    public async Task LargePublishes_WithRedis_TheStreamIsTrimmedByBytesToo_SoANodeLoadingItReadsABoundedLog()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        var settings = Scaleout.ScaleoutKit.Sim(tokensPerSecond: 0);
+        settings["AiStream:Sessions:MaxLogBytes"] = (256 * 1024).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        await using var node = await Scaleout.ScaleoutKit.StartNodeAsync(redis.ConnectionString, "A", settings);
+        using var http = Scaleout.ScaleoutKit.Client(node);
+        var session = NewSessionId();
+        for (var i = 0; i < 10; i++)
+        {
+            await PublishAsync(http, session, Custom("big", new string('b', 100_000)));
+        }
+
+        // 1 MB published: the stream keeps the newest entries within 256 KiB (two of 100 KB), not all ten.
+        var length = (long)Scaleout.RespReply.Parse(await redis.CommandAsync("XLEN", $"aistream:{{{session}}}:log"))!;
+        Assert.InRange(length, 1, 2);
+        var bytes = long.Parse((string)Scaleout.RespReply.Parse(await redis.CommandAsync("GET", $"aistream:{{{session}}}:lb"))!, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(bytes, 100_000, 256 * 1024);
+
+        // A second node loads the session from that bounded stream: a resume from the start is a snapshot, then the newest.
+        await using var other = await Scaleout.ScaleoutKit.StartNodeAsync(redis.ConnectionString, "B", settings);
+        using var onOther = Scaleout.ScaleoutKit.Client(other);
+        using var watcher = await SessionWatcher.OpenAsync(onOther, session, after: 0);
+        Assert.Equal("MESSAGES_SNAPSHOT", (await watcher.NextAsync())!.Type);
+        await PublishAsync(http, session, Custom("still", 1));
+    }
+
     [Theory]
     [InlineData("api/sessions/s-ok/events?clientId=abc%0A")]
     [InlineData("api/sessions/abc%0A/events")]

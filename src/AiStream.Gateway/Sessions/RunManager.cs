@@ -174,17 +174,32 @@ internal sealed partial class RunManager(
             return (null, new ApiError(StatusCodes.Status409Conflict, $"Run '{runId}' is already running.", "invalid_request_error", "run_exists", "runId"));
         }
 
-        // Cancels sent to other nodes find this one; the session's state stays on this node while the run writes.
-        await runControl.ListenAsync((session, id, reason) => _runs.ContainsKey(Key(session, id)) ? CancelAsync(session, id, reason) : Task.CompletedTask).ConfigureAwait(false);
-        run.Retention = store.Retain(sessionId);
-        await runControl.RegisterAsync(sessionId, runId, request.Owner).ConfigureAwait(false);
-
-        if (userEvents.Count > 0)
+        try
         {
-            await store.AppendAsync(sessionId, userEvents, null, null, CancellationToken.None, buffered: true).ConfigureAwait(false);
+            // Cancels sent to other nodes find this one; the session's state stays on this node while the run writes.
+            await runControl.ListenAsync((session, id, reason) => _runs.ContainsKey(Key(session, id)) ? CancelAsync(session, id, reason) : Task.CompletedTask).ConfigureAwait(false);
+            run.Retention = store.Retain(sessionId);
+            await runControl.RegisterAsync(sessionId, runId, request.Owner).ConfigureAwait(false);
+
+            if (userEvents.Count > 0)
+            {
+                await store.AppendAsync(sessionId, userEvents, null, null, CancellationToken.None, buffered: true).ConfigureAwait(false);
+            }
+
+            // Appending RUN_STARTED before answering means a watcher that joins right after the answer sees the run.
+            await AppendAsync(run, AgUi.Event(AgUi.RunStarted, ("threadId", sessionId), ("runId", runId))).ConfigureAwait(false);
         }
-        // Appending RUN_STARTED before answering means a watcher that joins right after the answer sees the run.
-        await AppendAsync(run, AgUi.Event(AgUi.RunStarted, ("threadId", sessionId), ("runId", runId))).ConfigureAwait(false);
+        catch
+        {
+            // The run never started (the store refused the session, or Redis is away): it holds no slot and spends nothing.
+            _runs.TryRemove(Key(sessionId, runId), out _);
+            reservation?.Settle(0);
+            await runControl.UnregisterAsync(sessionId, runId).ConfigureAwait(false);
+            run.Retention?.Dispose();
+            run.Cancellation.Dispose();
+            throw;
+        }
+
         run.Task = Task.Run(() => ExecuteAsync(run), CancellationToken.None);
         return (runId, null);
     }

@@ -168,4 +168,30 @@ public sealed class LimitsTests
         // Another session is not affected.
         await StartRunAsync(http, NewSessionId());
     }
+
+    [Fact]
+    public async Task ARunRefusedBecauseTheNodeIsFull_HoldsNoRunSlot_OnceThereIsRoomItStarts()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var settings = Sim().With("AiStream:Sessions:MaxSessions", 1).With("AiStream:Sessions:MaxRunsPerSession", 1);
+        await using var gateway = new GatewayFactory(settings, time);
+        using var http = gateway.Client();
+        await PublishAsync(http, NewSessionId(), Custom("x", 1));
+        var session = NewSessionId();
+
+        using (var refused = await http.PostAsJsonAsync($"api/sessions/{session}/runs", new JsonObject { ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "hi" }) }))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+            Assert.Equal("too_many_sessions", JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
+        }
+
+        // The first session is forgotten once idle; the refused run left nothing behind, so the session's one run slot is free.
+        time.Advance(TimeSpan.FromMinutes(62));
+        await WaitUntilAsync(async () =>
+        {
+            using var retry = await http.PostAsJsonAsync($"api/sessions/{session}/runs", new JsonObject { ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "hi" }) });
+            Assert.NotEqual(HttpStatusCode.TooManyRequests, retry.StatusCode);
+            return retry.StatusCode == HttpStatusCode.Accepted;
+        }, "the run to start once the node has room");
+    }
 }

@@ -33,14 +33,21 @@ internal sealed class GatewayFactory : WebApplicationFactory<Program>
         return new Uri(address.Replace("[::]", "127.0.0.1", StringComparison.Ordinal).Replace("localhost", "127.0.0.1", StringComparison.Ordinal) + "/");
     }
 
+    /// <summary>Warnings and errors the gateway logged so far.</summary>
+    public Microsoft.Extensions.Logging.Testing.FakeLogCollector Logs => Services.GetFakeLogCollector();
+
     /// <summary>A plain HttpClient against the Kestrel address.</summary>
     public HttpClient Http() => new() { BaseAddress = Start(), Timeout = TimeSpan.FromSeconds(60) };
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
         builder.UseEnvironment("Testing");
-        builder.ConfigureAppConfiguration(config => config.AddInMemoryCollection(_settings));
-        builder.ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Warning));
+        builder.ConfigureAppConfiguration(config => config
+            .AddInMemoryCollection(new Dictionary<string, string?> { ["Logging:LogLevel:Default"] = "Warning", ["Logging:LogLevel:Microsoft.Hosting.Lifetime"] = "Warning" })
+            .AddInMemoryCollection(_settings));
+        // Nothing on the console: many tests provoke errors on purpose, and passing tests should not print failures.
+        // What the gateway logged (warnings and up) is kept in Logs for a test that wants to look or explain.
+        builder.ConfigureLogging(logging => logging.ClearProviders().SetMinimumLevel(LogLevel.Warning).AddFakeLogging());
         if (_time is not null)
         {
             builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton(_time)));

@@ -18,6 +18,7 @@ internal sealed class GatewayProcess : IAsyncDisposable
 
     private readonly Process _process;
     private readonly StringBuilder _output = new();
+    private readonly StringBuilder _errors = new();
     private readonly Lock _outputLock = new();
     private bool _released;
 
@@ -52,11 +53,11 @@ internal sealed class GatewayProcess : IAsyncDisposable
     /// Starts a gateway and waits until <c>/healthz</c> answers 200. Pass <paramref name="port"/> to start a node again on
     /// the port of one that stopped; without it a free port is picked (and picked again if another process took it).
     /// </summary>
-    public static async Task<GatewayProcess> StartAsync(IDictionary<string, string?> settings, int? port = null)
+    public static async Task<GatewayProcess> StartAsync(IDictionary<string, string?> settings, int? port = null, string? workingDirectory = null)
     {
         for (var attempt = 1; ; attempt++)
         {
-            var gateway = Launch(settings, port ?? ChildProcesses.FreePort());
+            var gateway = Launch(settings, port ?? ChildProcesses.FreePort(), workingDirectory);
             try
             {
                 await gateway.WaitUntilHealthyAsync();
@@ -111,12 +112,37 @@ internal sealed class GatewayProcess : IAsyncDisposable
         }
     }
 
-    private static GatewayProcess Launch(IDictionary<string, string?> settings, int port)
+    /// <summary>
+    /// Starts a gateway that is expected not to start; waits for it to exit and returns its exit code, standard output
+    /// and standard error.
+    /// </summary>
+    public static async Task<(int ExitCode, string Output, string Error)> RunUntilExitAsync(IDictionary<string, string?> settings, int port)
+    {
+        var gateway = Launch(settings, port, null);
+        using var timeout = new CancellationTokenSource(StartTimeout);
+        try
+        {
+            await gateway._process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            gateway.Kill();
+            throw new TimeoutException("The gateway did not exit:\n" + gateway.Output);
+        }
+
+        await gateway._process.WaitForExitAsync(); // the redirected streams are read to their end
+        lock (gateway._outputLock)
+        {
+            return (gateway._process.ExitCode, gateway._output.ToString(), gateway._errors.ToString().Trim());
+        }
+    }
+
+    private static GatewayProcess Launch(IDictionary<string, string?> settings, int port, string? workingDirectory)
     {
         var assembly = Assembly.Value;
         var info = new ProcessStartInfo(DotnetHost())
         {
-            WorkingDirectory = Path.GetDirectoryName(assembly)!,
+            WorkingDirectory = workingDirectory ?? Path.GetDirectoryName(assembly)!,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
@@ -155,7 +181,7 @@ internal sealed class GatewayProcess : IAsyncDisposable
         ChildProcesses.Track(process);
         var gateway = new GatewayProcess(process, port);
         process.OutputDataReceived += (_, e) => gateway.Capture(e.Data);
-        process.ErrorDataReceived += (_, e) => gateway.Capture(e.Data);
+        process.ErrorDataReceived += (_, e) => gateway.Capture(e.Data, error: true);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return gateway;
@@ -203,7 +229,7 @@ internal sealed class GatewayProcess : IAsyncDisposable
         throw new TimeoutException($"The gateway's /healthz was not 200 within {StartTimeout.TotalSeconds} s ({last}):\n" + Output);
     }
 
-    private void Capture(string? line)
+    private void Capture(string? line, bool error = false)
     {
         if (line is null)
         {
@@ -213,6 +239,10 @@ internal sealed class GatewayProcess : IAsyncDisposable
         lock (_outputLock)
         {
             _output.AppendLine(line);
+            if (error)
+            {
+                _errors.AppendLine(line);
+            }
         }
     }
 

@@ -13,8 +13,9 @@ namespace AiStream.Gateway.Scaleout;
 /// </summary>
 /// <remarks>
 /// While Redis is unreachable a node counts its own slots against the limit (fails open to the per-node limit rather
-/// than refusing every connection while the sessions themselves keep serving); the next renewal after Redis is back
-/// writes them all again.
+/// than refusing every connection while the sessions themselves keep serving). Every renewal writes all the leases the
+/// node holds, so after an outage, a Redis that came back empty or a lease that lapsed during a stall, Redis counts
+/// them again; leases given back while a renewal wrote them are removed right after it.
 /// </remarks>
 internal sealed partial class RedisConnectionSlots(
     RedisConnection redis, IOptions<ScaleoutOptions> options, TimeProvider time, ILogger<RedisConnectionSlots> logger) : ISharedConnectionSlots
@@ -28,10 +29,11 @@ internal sealed partial class RedisConnectionSlots(
         return 1
         """;
 
-    // This node's leases by key.
+    // This node's leases by key. A key's set is added to and dropped (when empty) under _gate, so a take in flight never
+    // puts its lease in a set the renewal already dropped.
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, byte>> _held = new(StringComparer.Ordinal);
+    private readonly Lock _gate = new();
     private long _next;
-    private volatile bool _rewrite;
 
     /// <summary>How long a lease lives without renewal.</summary>
     public TimeSpan Lapse => TimeSpan.FromSeconds(2 * options.Value.NodeTimeoutSeconds);
@@ -42,7 +44,14 @@ internal sealed partial class RedisConnectionSlots(
     public async ValueTask<IDisposable?> TryTakeAsync(string key, int limit, CancellationToken cancellationToken)
     {
         var lease = redis.NodeId + ":" + Interlocked.Increment(ref _next).ToString(System.Globalization.CultureInfo.InvariantCulture);
-        var held = _held.GetOrAdd(key, _ => new(StringComparer.Ordinal));
+        // Held locally from before the round trip: a renewal meanwhile writes it too (and keeps its key's set).
+        ConcurrentDictionary<string, byte> held;
+        lock (_gate)
+        {
+            held = _held.GetOrAdd(key, _ => new(StringComparer.Ordinal));
+            held[lease] = 0;
+        }
+
         var now = time.GetUtcNow();
         try
         {
@@ -50,29 +59,32 @@ internal sealed partial class RedisConnectionSlots(
                 [lease, limit, now.ToUnixTimeMilliseconds(), (now + Lapse).ToUnixTimeMilliseconds()]).ConfigureAwait(false);
             if ((long)taken == 0)
             {
+                Give(key, lease);
                 return null;
             }
         }
         catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
         {
             Log.CountingLocally(logger, ex.Message);
-            _rewrite = true;
-            if (held.Count >= limit)
+            if (held.Count > limit)
             {
+                Give(key, lease);
                 return null;
             }
         }
 
-        held[lease] = 0;
         return new Slot(this, key, lease);
     }
 
-    /// <summary>Renews every lease this node holds, one command per key (all of them written again after an outage).</summary>
+    /// <summary>
+    /// Writes every lease this node holds with a new lapse time, all keys in one pipelined pass, then removes the ones
+    /// given back while it wrote them.
+    /// </summary>
     internal async Task RenewAsync(CancellationToken cancellationToken)
     {
-        var rewrite = _rewrite;
-        _rewrite = false;
         var lapse = time.GetUtcNow() + Lapse;
+        var writes = new List<(RedisKey Key, ConcurrentDictionary<string, byte> Leases, string[] Written, Task Done)>();
+        var db = redis.Database;
         foreach (var (key, leases) in _held)
         {
             if (cancellationToken.IsCancellationRequested)
@@ -80,23 +92,35 @@ internal sealed partial class RedisConnectionSlots(
                 return;
             }
 
-            if (leases.IsEmpty)
+            lock (_gate)
             {
-                _held.TryRemove(new KeyValuePair<string, ConcurrentDictionary<string, byte>>(key, leases));
-                continue;
+                if (leases.IsEmpty)
+                {
+                    _held.TryRemove(new KeyValuePair<string, ConcurrentDictionary<string, byte>>(key, leases));
+                    continue;
+                }
             }
 
-            var entries = leases.Keys.Select(lease => new SortedSetEntry(lease, lapse.ToUnixTimeMilliseconds())).ToArray();
-            try
+            var written = leases.Keys.ToArray();
+            var entries = written.Select(lease => new SortedSetEntry(lease, lapse.ToUnixTimeMilliseconds())).ToArray();
+            var redisKey = Key(key);
+            writes.Add((redisKey, leases, written, Task.WhenAll(db.SortedSetAddAsync(redisKey, entries), db.KeyExpireAsync(redisKey, lapse.UtcDateTime))));
+        }
+
+        try
+        {
+            await Task.WhenAll(writes.Select(w => w.Done)).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
+        {
+            return; // the next renewal writes them all again
+        }
+
+        foreach (var (redisKey, leases, written, _) in writes)
+        {
+            if (written.Where(lease => !leases.ContainsKey(lease)).Select(lease => (RedisValue)lease).ToArray() is { Length: > 0 } given)
             {
-                // XX normally: a lease given back meanwhile must not come back; after an outage, all of them.
-                await redis.Database.SortedSetAddAsync(Key(key), entries, rewrite ? SortedSetWhen.Always : SortedSetWhen.Exists).ConfigureAwait(false);
-                await redis.Database.KeyExpireAsync(Key(key), lapse.UtcDateTime).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
-            {
-                _rewrite = true;
-                return;
+                _ = db.SortedSetRemoveAsync(redisKey, given, CommandFlags.FireAndForget);
             }
         }
     }

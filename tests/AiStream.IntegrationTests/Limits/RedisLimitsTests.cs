@@ -167,6 +167,32 @@ public sealed class RedisLimitsTests
         }, "node B to count node A's slot written back", TimeSpan.FromSeconds(30));
     }
 
+    [Fact]
+    public async Task ConnectionsPerUser_HeldWhileRedisRestartsEmpty_AreWrittenBackAndStillCount()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        var settings = AuthOn(Merge(Sim(tokensPerSecond: 0)));
+        settings["AiStream:Limits:ConnectionsPerUser"] = "1";
+        var nodes = await StartNodesAsync(redis.ConnectionString, ["A", "B"], settings);
+        await using var a = nodes[0];
+        await using var b = nodes[1];
+        var token = Mint("alice", Grants(("*", ["read"])));
+        using var onA = a.Client().WithBearer(token);
+        using var onB = b.Client().WithBearer(token);
+        var session = NewSessionId();
+        using var held = await Sessions.SessionWatcher.OpenAsync(onA, session);
+
+        // Redis loses everything while nobody connects: node A's renewal writes the slot of its open watch again.
+        await redis.RestartAsync(TimeSpan.FromMilliseconds(300));
+        await Task.Delay(TimeSpan.FromSeconds(NodeTimeoutSeconds * 2));
+        for (var i = 0; i < 3; i++)
+        {
+            using var other = await onB.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal(HttpStatusCode.TooManyRequests, other.StatusCode);
+            await Task.Delay(TimeSpan.FromSeconds(NodeTimeoutSeconds / 2));
+        }
+    }
+
     /// <summary>Opens a watch, retrying while it is refused for a slot not yet given back; the response holds it open.</summary>
     private static async Task<HttpResponseMessage> HoldWatchAsync(HttpClient http, string session)
     {

@@ -28,6 +28,9 @@ internal sealed partial class InMemoryPresenceStore
         /// <summary>Set when the sweep forgot this session; late callers look it up again.</summary>
         public bool Removed { get; set; }
 
+        /// <summary>Set from when the session passes CoalesceAbove members until it is back to half of that.</summary>
+        public bool Crowded { get; set; }
+
         /// <summary>Changes counted since the last <c>presence.count</c> of a crowded session.</summary>
         public int Joined { get; set; }
 

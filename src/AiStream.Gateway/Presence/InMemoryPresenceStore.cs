@@ -64,8 +64,9 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
                 if (!member.Announced)
                 {
                     member.Announced = true;
-                    if (session.Members.Count > _options.CoalesceAbove)
+                    if (session.Crowded || session.Members.Count > _options.CoalesceAbove)
                     {
+                        session.Crowded = true;
                         session.Joined++;
                         joined = Tally(session, now);
                     }
@@ -171,7 +172,7 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
 
                 member.State = state;
                 var window = TimeSpan.FromMilliseconds(_options.UpdateCoalesceMilliseconds);
-                if (session.Members.Count > _options.CoalesceAbove)
+                if (session.Crowded)
                 {
                     member.UpdatePending = false;
                     session.Updated++;
@@ -266,7 +267,7 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
                         {
                             member.UpdatePending = false;
                             member.LastUpdateAt = now;
-                            if (session.Members.Count > _options.CoalesceAbove)
+                            if (session.Crowded)
                             {
                                 session.Updated++;
                                 Add(events, Tally(session, now));
@@ -340,27 +341,29 @@ internal sealed partial class InMemoryPresenceStore : IPresenceStore, IDisposabl
     }
 
     /// <summary>
-    /// A member leaves: its <c>presence.leave</c>, or in a crowded session a count (now or when due). The leave that ends
-    /// the crowd logs the count at once and a <c>presence.snapshot</c> of everyone left, from which members are
-    /// announced one by one again. Called under the session's lock.
+    /// A member leaves: its <c>presence.leave</c>, or in a crowded session a count (now or when due). A crowd ends only
+    /// once half of <see cref="PresenceOptions.CoalesceAbove"/> members are left, so one client joining and leaving at
+    /// the threshold cannot make every change a snapshot: the leave that ends it logs the count at once and a
+    /// <c>presence.snapshot</c> of everyone left, from which members are announced one by one again. Called under the
+    /// session's lock.
     /// </summary>
     private void Depart(SessionMembers session, Member member, string reason, DateTimeOffset now, List<(string Name, JsonObject Value)> events)
     {
-        var crowded = session.Members.Count > _options.CoalesceAbove;
         var left = Leave(session, member, reason);
-        if (!crowded)
+        if (!session.Crowded)
         {
             events.Add(("presence.leave", left));
             return;
         }
 
         session.Left++;
-        if (session.Members.Count > _options.CoalesceAbove)
+        if (session.Members.Count > _options.CoalesceAbove / 2)
         {
             Add(events, Tally(session, now));
             return;
         }
 
+        session.Crowded = false;
         events.Add(("presence.count", TakeCount(session, now)));
         var everyone = session.Members.Values.OrderBy(m => m.Identity.Id, StringComparer.Ordinal).Select(m => (JsonNode)Describe(m)).ToArray();
         events.Add(("presence.snapshot", new JsonObject { ["members"] = new JsonArray(everyone), ["total"] = everyone.Length }));

@@ -33,9 +33,9 @@ public sealed class PresenceOptions
     public int MaxMembers { get; set; } = 10_000;
 
     /// <summary>
-    /// While a session has more members than this, joins, leaves and state updates are not logged one by one but
-    /// folded into a <c>presence.count</c> event at most every <see cref="CountIntervalMilliseconds"/>: with N members
-    /// each change would otherwise cost N deliveries. Default 100.
+    /// Once a session has more members than this, joins, leaves and state updates are not logged one by one but folded
+    /// into a <c>presence.count</c> event at most every <see cref="CountIntervalMilliseconds"/> (with N members each
+    /// change would otherwise cost N deliveries), until it is back to half of this. Default 100.
     /// </summary>
     [Range(0, 1_000_000)]
     public int CoalesceAbove { get; set; } = 100;

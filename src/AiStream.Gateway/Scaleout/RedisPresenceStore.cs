@@ -36,17 +36,17 @@ internal sealed partial class RedisPresenceStore(
     public async Task ConnectAsync(string sessionId, MemberIdentity identity, string connectionId, JsonObject? state = null)
     {
         var connection = new LocalConnection(identity, state ?? new JsonObject());
-        var key = identity.Id + "\t" + connectionId;
-        var local = _local.GetOrAdd(sessionId, _ => new(StringComparer.Ordinal));
-        local[key] = connection;
         var reply = await RunAsync(sessionId, RedisScripts.PresenceConnect, Common(sessionId),
             [identity.Id, connectionId, Expiry(), connection.Described(), connection.DescribedForLeave()]).ConfigureAwait(false);
         if (reply is not null && (long)((RedisResult[])reply!)[0] > 0)
         {
-            local.TryRemove(key, out _);
             throw new MemberLimitExceededException(
                 $"Session '{sessionId}' has its maximum of {_options.MaxMembers} members (AiStream:Presence:MaxMembers); try again later.");
         }
+
+        // Renewed from now on, and written again by the renewal if Redis was away (reply null): only once accepted, so
+        // a renewal meanwhile cannot make a refused client a member.
+        _local.GetOrAdd(sessionId, _ => new(StringComparer.Ordinal))[identity.Id + "\t" + connectionId] = connection;
     }
 
     // Renewal is per node, not per connection: RenewAllAsync renews every local connection of a session in one call.

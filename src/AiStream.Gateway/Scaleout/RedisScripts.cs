@@ -138,7 +138,8 @@ internal static class RedisScripts
         end
         local function count(member) return tonumber(redis.call('HGET', pn, member) or '0') end
         -- A change of a crowded session is counted; finish() logs the count once the interval since the last has passed.
-        local function crowded() return redis.call('SCARD', pa) > above end
+        -- A session is crowded from when it passes `above` members until it is back to half of that.
+        local function crowded() return redis.call('HGET', ps, 'crowded') == '1' end
         local function tally(field)
           redis.call('HINCRBY', ps, field, 1)
           if not redis.call('HGET', ps, 'due') then
@@ -174,7 +175,8 @@ internal static class RedisScripts
           redis.call('HDEL', pt, member)
           if counted then
             tally('left')
-            if redis.call('SCARD', pa) == above then
+            if redis.call('SCARD', pa) <= math.floor(above / 2) then
+              redis.call('HDEL', ps, 'crowded')
               flushCount()
               resync()
             end
@@ -216,7 +218,12 @@ internal static class RedisScripts
             if not present then
               redis.call('SADD', pa, member)
               redis.call('HSET', pm, member, ARGV[i + 3], member .. '\tL', ARGV[i + 4])
-              if crowded() then tally('joined') else event('presence.join', ARGV[i + 3] .. ',"connections":' .. count(member) .. '}') end
+              if crowded() or redis.call('SCARD', pa) > above then
+                redis.call('HSET', ps, 'crowded', '1')
+                tally('joined')
+              else
+                event('presence.join', ARGV[i + 3] .. ',"connections":' .. count(member) .. '}')
+              end
             end
           end
         end

@@ -167,10 +167,12 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
                 else if (name == "presence.leave")
                 {
                     _presence.Remove(memberId);
+                    _crowd = null; // announced one by one: not (or no longer) crowded
                 }
                 else if (name is "presence.join" or "presence.update")
                 {
                     _presence[memberId] = (JsonObject)member.DeepClone();
+                    _crowd = null;
                 }
 
                 break;

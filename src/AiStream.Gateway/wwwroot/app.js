@@ -10,8 +10,9 @@
   let source = null;
   let sessionId = null;
   const members = new Map();
-  let memberTotal = null; // set from GET presence while the session is crowded
+  let memberTotal = null; // the counted total while the session is crowded
   let listing = null;
+  let listedAt = 0;
   const messages = new Map();
   let activeRun = null;
   let typingTimer = null;
@@ -40,11 +41,14 @@
     $('count').textContent = String(memberTotal ?? members.size);
   }
 
-  // A crowded session counts joins and leaves into presence.count events: read the list (first 100) instead.
+  // A crowded session counts joins and leaves into presence.count events instead of announcing them: show the count
+  // at once, and read who is there (the first 100) at most every 30 s, at a random moment so that every watcher of a
+  // big session does not ask at once.
   function refreshPresence() {
-    if (listing) return;
+    if (listing || Date.now() - listedAt < 30000) return;
     const id = sessionId;
-    listing = fetch(`/api/sessions/${encodeURIComponent(id)}/presence?limit=100`)
+    listing = new Promise((resolve) => setTimeout(resolve, Math.random() * 5000))
+      .then(() => fetch(`/api/sessions/${encodeURIComponent(id)}/presence?limit=100`))
       .then((response) => (response.ok ? response.json() : null))
       .then((body) => {
         if (!body || id !== sessionId) return;
@@ -53,7 +57,8 @@
         memberTotal = body.total;
         renderPresence();
       })
-      .finally(() => { listing = null; });
+      .catch(() => {})
+      .finally(() => { listing = null; listedAt = Date.now(); });
   }
 
   function messageElement(id, role) {
@@ -108,6 +113,8 @@
         if (e.name === 'presence.snapshot') {
           members.clear();
           for (const m of e.value.members) members.set(m.id, m);
+          memberTotal = e.value.counted ? e.value.total : null;
+          if (e.value.counted) refreshPresence();
         } else if (e.name === 'presence.join' || e.name === 'presence.update') {
           members.set(e.value.id, e.value);
           if (e.name === 'presence.join') memberTotal = null; // announced one by one again: the map is the list
@@ -115,6 +122,7 @@
           members.delete(e.value.id);
           memberTotal = null;
         } else if (e.name === 'presence.count') {
+          memberTotal = e.value.members;
           refreshPresence();
         }
         renderPresence();
@@ -130,6 +138,7 @@
     localStorage.setItem('aistream.name', name);
     members.clear();
     memberTotal = null;
+    listedAt = 0;
     renderPresence();
     const query = new URLSearchParams({ clientId, name });
     source = new EventSource(`/api/sessions/${encodeURIComponent(sessionId)}/events?${query}`);

@@ -126,24 +126,62 @@ public sealed class CrowdTests
             watch.Dispose();
         }
 
-        // The leave that ends the crowd logs the count at once, then everyone present, announced one by one from there.
-        var resync = await observer.WaitForAsync(e => e.Name == "presence.snapshot" && e.Seq > 0 && e.Value!["counted"] is null && e.Value["total"]!.GetValue<int>() == 2, "the snapshot that ends the crowd");
-        Assert.Equal(["obs", "u2"], resync.Value!["members"]!.AsArray().Select(m => Str(m!["id"])));
+        // Back at the threshold (2 members) the session is still crowded: a crowd ends only at half of it, so one client
+        // joining and leaving at the threshold cannot turn every change into a snapshot.
+        await observer.WaitForAsync(e => Count(e) is { } c && c["members"]!.GetValue<int>() == 2, "a count of 2 members");
         u2.Dispose();
-        await observer.WaitForAsync(e => e.Is("presence.leave", "u2"), "u2's leave, announced again below the threshold");
+
+        // The leave that ends the crowd logs the count at once, then everyone present, announced one by one from there.
+        var resync = await observer.WaitForAsync(e => e.Name == "presence.snapshot" && e.Seq > 0 && e.Value!["counted"] is null && e.Value["total"]!.GetValue<int>() == 1, "the snapshot that ends the crowd");
+        Assert.Equal(["obs"], resync.Value!["members"]!.AsArray().Select(m => Str(m!["id"])));
+        using (var u8 = await PresenceWatch.OpenAsync(http, session, "u8"))
+        {
+            await observer.WaitForAsync(e => e.Is("presence.join", "u8"), "u8's join, announced again");
+        }
+
+        await observer.WaitForAsync(e => e.Is("presence.leave", "u8"), "u8's leave");
         var seen = observer.Seen;
 
         var announced = seen.Where(e => e.MemberId is not null).Select(e => $"{e.Name} {e.MemberId}").ToList();
-        Assert.Equal(["presence.join obs", "presence.join u2", "presence.leave u2"], announced);
+        Assert.Equal(["presence.join obs", "presence.join u2", "presence.join u8", "presence.leave u8"], announced);
         var counts = seen.Select(Count).OfType<JsonObject>().ToList();
         Assert.Equal(5, counts.Sum(c => c["joined"]!.GetValue<int>()));
-        Assert.Equal(5, counts.Sum(c => c["left"]!.GetValue<int>()));
+        Assert.Equal(6, counts.Sum(c => c["left"]!.GetValue<int>()));
         Assert.Equal(20, counts.Sum(c => c["updated"]!.GetValue<int>()));
-        Assert.Equal(2, counts[^1]["members"]!.GetValue<int>());
-        // 30 changes, at most one count per interval (the first at once, the rest folded), and the one ending the crowd.
+        Assert.Equal(1, counts[^1]["members"]!.GetValue<int>());
+        // 31 changes, at most one count per interval (the first at once, the rest folded), and the one ending the crowd.
         Assert.InRange(counts.Count, 2, 12);
         var times = seen.Where(e => Count(e) is not null).Select(e => e.Data["timestamp"]!.GetValue<long>()).SkipLast(1).ToList();
         Assert.All(times.Zip(times.Skip(1)), pair => Assert.True(pair.Second - pair.First >= 400, $"counts {pair.First} and {pair.Second} closer than the interval"));
+    }
+
+    [Theory]
+    [MemberData(nameof(Stores))]
+    public async Task OneClientJoiningAndLeavingAtTheThreshold_CostsCountsNotSnapshots(bool redis)
+    {
+        await using var node = await StartAsync(redis, new()
+        {
+            ["AiStream:Presence:CoalesceAbove"] = "3",
+            ["AiStream:Presence:CountIntervalMilliseconds"] = "300",
+        });
+        var http = node.Http;
+        var session = NewSessionId();
+        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
+        using var u2 = await PresenceWatch.OpenAsync(http, session, "u2");
+        using var u3 = await PresenceWatch.OpenAsync(http, session, "u3");
+        for (var i = 0; i < 10; i++)
+        {
+            using var toggler = await PresenceWatch.OpenAsync(http, session, "t");
+            await WaitForConnectionsAsync(http, session, "t", 1);
+        }
+
+        await WaitForConnectionsAsync(http, session, "t", null);
+        var marker = await MarkAsync(http, session);
+        await observer.WaitForSeqAsync(marker);
+
+        // The first join past the threshold started a crowd; it never got back to half of it, so no snapshot was logged.
+        Assert.DoesNotContain(observer.Seen, e => e.Name == "presence.snapshot" && e.Seq > 0);
+        Assert.DoesNotContain(observer.Seen, e => e.MemberId == "t");
     }
 
     private static JsonObject? Count(PresenceEvent e) => e.Name == "presence.count" ? e.Value : null;

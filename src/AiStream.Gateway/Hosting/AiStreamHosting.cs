@@ -24,7 +24,21 @@ internal static class AiStreamHosting
         // Before anything opens a socket: the runtime reads this switch once.
         EventLoopIo.ConfigureRuntime(builder.Configuration);
         var services = builder.Services;
-        services.AddProblemDetails();
+        services.AddProblemDetails(options => options.CustomizeProblemDetails = context =>
+        {
+            // Routing's own answers (404 unknown path, 405 wrong method) carry OpenAI's error object like every other error.
+            if (!context.ProblemDetails.Extensions.ContainsKey("error"))
+            {
+                var status = context.ProblemDetails.Status ?? context.HttpContext.Response.StatusCode;
+                var code = status switch { 404 => "not_found", 405 => "method_not_allowed", _ => "http_" + status.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+                context.ProblemDetails.Extensions["error"] = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["message"] = context.ProblemDetails.Title ?? "Error",
+                    ["type"] = "invalid_request_error",
+                    ["code"] = code,
+                };
+            }
+        });
         services.TryAddSingleton(TimeProvider.System);
         services.AddAiStreamSecurity();
         services.AddAiStreamLimits();

@@ -141,4 +141,21 @@ public sealed class BadInputTests : IAsyncLifetime, IDisposable
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
     }
+
+    [Theory]
+    [InlineData("GET", "nope", 404, "not_found")]
+    [InlineData("GET", "v1/nope", 404, "not_found")]
+    [InlineData("DELETE", "v1/models", 405, "method_not_allowed")]
+    [InlineData("GET", "v1/chat/completions", 405, "method_not_allowed")]
+    public async Task RoutingErrors_AreProblemsWithOpenAIsErrorObject(string method, string path, int status, string code)
+    {
+        using var response = await _http.SendAsync(new HttpRequestMessage(new HttpMethod(method), path));
+
+        Assert.Equal(status, (int)response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        var body = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+        Assert.Equal(status, body["status"]!.GetValue<int>());
+        Assert.Equal(code, body["error"]!["code"]!.GetValue<string>());
+        Assert.False(string.IsNullOrEmpty(body["error"]!["message"]!.GetValue<string>()));
+    }
 }

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text.Json;
+using AiStream.Gateway.Providers;
 using Microsoft.Extensions.AI;
 
 namespace AiStream.Gateway.Completions;
@@ -10,9 +11,6 @@ namespace AiStream.Gateway.Completions;
 /// </summary>
 internal sealed class ChunkRenderer(string id, string model, long created)
 {
-    /// <summary>Tool arguments on one line, as models send them.</summary>
-    internal static readonly JsonSerializerOptions CompactJson = new(AIJsonUtilities.DefaultOptions) { WriteIndented = false };
-
     private readonly ArrayBufferWriter<byte> _buffer = new(512);
     private bool _sentRole;
     private int _toolIndex;
@@ -43,7 +41,7 @@ internal sealed class ChunkRenderer(string id, string model, long created)
                 case FunctionCallContent call:
                     var index = _toolIndex++;
                     yield return Chunk(w => ToolCall(w, index, call.CallId, call.Name, string.Empty), null);
-                    var arguments = JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), CompactJson);
+                    var arguments = ToolArguments.Serialize(call.Arguments);
                     // Arguments arrive in pieces, the way real models stream them.
                     var piece = Math.Max(1, (arguments.Length + 2) / 3);
                     for (var start = 0; start < arguments.Length; start += piece)
@@ -95,7 +93,7 @@ internal sealed class ChunkRenderer(string id, string model, long created)
                     w.WriteString("type", "function");
                     w.WriteStartObject("function");
                     w.WriteString("name", call.Name);
-                    w.WriteString("arguments", JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), CompactJson));
+                    w.WriteString("arguments", ToolArguments.Serialize(call.Arguments));
                     w.WriteEndObject();
                     w.WriteEndObject();
                 }

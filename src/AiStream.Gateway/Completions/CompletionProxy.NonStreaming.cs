@@ -61,7 +61,7 @@ internal sealed partial class CompletionProxy
             }
 
             using var upstreamRequest = UpstreamRequests.Create(route, body!);
-            using var response = await httpClients.CreateClient(HttpClientName)
+            using var response = await httpClients.CreateClient(ProvidersHosting.UpstreamHttpClient)
                 .SendAsync(upstreamRequest, HttpCompletionOption.ResponseHeadersRead, linked.Token).ConfigureAwait(false);
             if (!response.IsSuccessStatusCode)
             {

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using AiStream.Gateway.Api;
 using AiStream.Gateway.Diagnostics;
 using AiStream.Gateway.Limits;
 using AiStream.Gateway.Providers;
@@ -27,9 +28,6 @@ internal sealed partial class CompletionProxy(
     TimeProvider time,
     ILogger<CompletionProxy> logger)
 {
-    /// <summary>Name of the <see cref="HttpClient"/> used for upstream calls.</summary>
-    public const string HttpClientName = "aistream-upstream";
-
     private readonly CompletionsOptions _options = options.Value;
 
     public async Task<IResult> HandleAsync(HttpContext context)
@@ -264,7 +262,7 @@ internal sealed partial class CompletionProxy(
     private static async Task WriteStreamErrorAsync(System.IO.Pipelines.PipeWriter writer, UpstreamException ex)
     {
         var body = new StreamErrorBody(new OpenAIErrorObject(ex.Message, "upstream_error", null, ex.Code));
-        SseWriter.WriteData(writer, JsonSerializer.SerializeToUtf8Bytes(body, CompletionsJsonContext.Default.StreamErrorBody));
+        SseWriter.WriteData(writer, JsonSerializer.SerializeToUtf8Bytes(body, ApiJsonContext.Default.StreamErrorBody));
         SseWriter.WriteDone(writer);
         try
         {
@@ -302,7 +300,7 @@ internal sealed partial class CompletionProxy(
         }
         else
         {
-            stream = new HttpUpstreamStream(httpClients.CreateClient(HttpClientName), route, body!, time, cancellationToken);
+            stream = new HttpUpstreamStream(httpClients.CreateClient(ProvidersHosting.UpstreamHttpClient), route, body!, time, cancellationToken);
         }
 
         try

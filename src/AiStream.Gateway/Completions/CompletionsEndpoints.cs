@@ -1,3 +1,4 @@
+using AiStream.Gateway.Api;
 using AiStream.Gateway.Providers;
 
 namespace AiStream.Gateway.Completions;

@@ -38,7 +38,8 @@ internal static class StartupFailure
             app.Run();
             return 0;
         }
-        catch (Exception ex) when (Explain(ex) is { } line)
+        // Only as its own process: a host running Program inside another process (WebApplicationFactory in tests) gets the exception.
+        catch (Exception ex) when (System.Reflection.Assembly.GetEntryAssembly() == typeof(StartupFailure).Assembly && Explain(ex) is { } line)
         {
             Console.Error.WriteLine("aistream: " + line);
             return 1;

@@ -23,7 +23,7 @@ internal static class LimitsHosting
         // Scale-out replaces it with the Redis counter, so budgets hold across nodes.
         services.TryAddSingleton<ILimitCounter, InMemoryLimitCounter>();
         services.AddSingleton<HubMessageLimit>();
-        services.AddSignalR(hub => hub.AddFilter<HubMessageLimit>());
+        services.Configure<HubOptions>(hub => hub.AddFilter<HubMessageLimit>());
         services.AddRateLimiter(_ => { });
         services.AddOptions<RateLimiterOptions>().Configure<IOptions<LimitsOptions>, LimitsMetrics, IServiceProvider>((rate, limits, metrics, provider) =>
         {
@@ -53,8 +53,7 @@ internal static class LimitsHosting
     /// <summary>A 429 problem with Retry-After (whole seconds, at least 1).</summary>
     public static Task WriteTooManyAsync(HttpContext context, string message, string code, TimeSpan retryAfter)
     {
-        context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
-        return Security.AuthProblem.WriteAsync(context, StatusCodes.Status429TooManyRequests, "Too many requests", message, "rate_limit_error", code);
+        return new Api.ApiError(StatusCodes.Status429TooManyRequests, message, "rate_limit_error", code) { RetryAfter = retryAfter }.ToResult().ExecuteAsync(context);
     }
 
     /// <summary>A 429 result with Retry-After, for endpoints.</summary>

@@ -59,7 +59,7 @@ internal sealed class ChatClientFactory(ModelCatalog catalog, TokenCounter token
     // The relay's HttpClient: it never drains an abandoned response, so cancelling a run closes the upstream request
     // at once (the SDK's default client would read on for up to 2 s, and the provider would keep generating).
     private System.ClientModel.Primitives.HttpClientPipelineTransport Transport() =>
-        new(http.CreateClient(Completions.CompletionProxy.HttpClientName));
+        new(http.CreateClient(ProvidersHosting.UpstreamHttpClient));
 
     public void Dispose()
     {

@@ -1,4 +1,4 @@
-using AiStream.Gateway.Completions;
+using AiStream.Gateway.Api;
 using AiStream.Gateway.Presence;
 using AiStream.Gateway.Sessions;
 using Microsoft.AspNetCore.Diagnostics;
@@ -20,12 +20,11 @@ internal static class ScaleoutHosting
     {
         // Both modes map "the store is unreachable" to 503 with Retry-After, for HTTP and for the hub.
         services.AddExceptionHandler<StoreUnavailableHandler>();
-        services.AddSignalR(hub => hub.AddFilter<StoreUnavailableHubFilter>());
+        services.Configure<HubOptions>(hub => hub.AddFilter<StoreUnavailableHubFilter>());
 
         var connectionString = RedisConnectionString(configuration);
         if (connectionString is null)
         {
-            services.TryAddSingleton<IRunControl, LocalRunControl>();
             return services;
         }
 
@@ -34,13 +33,14 @@ internal static class ScaleoutHosting
             .ValidateDataAnnotations().ValidateOnStart();
         services.TryAddSingleton<RedisConnection>();
         services.TryAddSingleton<RedisSessionStore>();
-        services.TryAddSingleton<ISessionStore>(sp => sp.GetRequiredService<RedisSessionStore>());
+        // The in-memory implementations the features registered are replaced, whatever the order they were added in.
+        services.Replace(ServiceDescriptor.Singleton<ISessionStore>(sp => sp.GetRequiredService<RedisSessionStore>()));
         services.TryAddSingleton<RedisPresenceStore>();
-        services.TryAddSingleton<IPresenceStore>(sp => sp.GetRequiredService<RedisPresenceStore>());
-        services.TryAddSingleton<IRunControl, RedisRunControl>();
+        services.Replace(ServiceDescriptor.Singleton<IPresenceStore>(sp => sp.GetRequiredService<RedisPresenceStore>()));
+        services.Replace(ServiceDescriptor.Singleton<IRunControl, RedisRunControl>());
         services.Replace(ServiceDescriptor.Singleton<Limits.ILimitCounter, RedisLimitCounter>());
         services.TryAddSingleton<RedisConnectionSlots>();
-        services.TryAddSingleton<Limits.ISharedConnectionSlots>(sp => sp.GetRequiredService<RedisConnectionSlots>());
+        services.Replace(ServiceDescriptor.Singleton<Limits.ISharedConnectionSlots>(sp => sp.GetRequiredService<RedisConnectionSlots>()));
         services.AddHostedService<ScaleoutMaintenance>();
         services.AddHealthChecks().AddCheck<RedisReadyCheck>("redis", tags: ["ready"]);
         return services;

@@ -71,7 +71,7 @@ internal static partial class SecurityHosting
                 return next(context);
             }
 
-            return AuthProblem.WriteAsync(context, StatusCodes.Status403Forbidden, "Forbidden",
+            return AuthProblem.WriteAsync(context, StatusCodes.Status403Forbidden,
                 "This origin is not allowed (AiStream:Security:AllowedOrigins).", "permission_error", "origin_not_allowed");
         });
         app.UseCors(cors => cors.WithOrigins([.. set]).AllowAnyHeader().AllowAnyMethod().AllowCredentials()

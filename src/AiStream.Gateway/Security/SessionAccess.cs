@@ -1,3 +1,5 @@
+using AiStream.Gateway.Api;
+
 namespace AiStream.Gateway.Security;
 
 /// <summary>The per-session rights check every endpoint and hub method makes before touching a session.</summary>
@@ -14,8 +16,6 @@ internal static class SessionAccess
     /// <summary>A 403 problem as an endpoint result.</summary>
     public static IResult Forbidden(string message, string code)
     {
-        var body = new AuthProblemBody($"https://aistream.dev/errors/{code}", "Forbidden", StatusCodes.Status403Forbidden, message,
-            new AuthErrorObject(message, "permission_error", code));
-        return TypedResults.Json(body, SecurityJsonContext.Default.AuthProblemBody, "application/problem+json", StatusCodes.Status403Forbidden);
+        return new ApiError(StatusCodes.Status403Forbidden, message, "permission_error", code).ToResult();
     }
 }

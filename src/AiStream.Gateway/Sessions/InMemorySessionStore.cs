@@ -15,10 +15,10 @@ internal sealed partial class InMemorySessionStore : ISessionStore, IDisposable
 
     private readonly int _presenceCap;
 
-    public InMemorySessionStore(IOptions<SessionsOptions> options, IOptions<Presence.PresenceOptions> presence, TimeProvider time, ILogger<InMemorySessionStore> logger)
+    public InMemorySessionStore(IOptions<SessionsOptions> options, TimeProvider time, ILogger<InMemorySessionStore> logger)
     {
         _options = options.Value;
-        _presenceCap = presence.Value.SnapshotCap;
+        _presenceCap = options.Value.PresenceSnapshotCap;
         _time = time;
         _logger = logger;
         _sweeper = time.CreateTimer(_ => Sweep(), null, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));

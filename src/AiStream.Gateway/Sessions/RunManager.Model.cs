@@ -1,6 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using AiStream.Gateway.Completions;
+using AiStream.Gateway.Api;
 using AiStream.Gateway.Providers;
 using AiStream.Gateway.Resilience;
 using Microsoft.Extensions.AI;

@@ -1,9 +1,8 @@
 using System.Collections.Concurrent;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using AiStream.Gateway.Completions;
+using AiStream.Gateway.Api;
 using AiStream.Gateway.Diagnostics;
-using AiStream.Gateway.Presence;
 using AiStream.Gateway.Providers;
 using AiStream.Gateway.Resilience;
 using Microsoft.Extensions.AI;
@@ -36,7 +35,7 @@ internal sealed partial class RunManager(
     Limits.TokenBudget budget,
     Limits.LimitsMetrics limitsMetrics,
     AiStreamMetrics metrics,
-    IPresenceStore presence,
+    IRunPresence runPresence,
     UpstreamResilience resilience,
     IRunControl runControl,
     IOptions<SessionsOptions> options,
@@ -274,17 +273,8 @@ internal sealed partial class RunManager(
         UsageDetails? reported = null;
         using var idleTimer = StartIdleWatch(run);
         // The run is a member of the session too, so a dashboard shows a thinking agent the way it shows a person.
-        var agent = new MemberIdentity("agent:" + run.RunId, run.Route.Name, null, "agent");
-        try
-        {
-            await presence.ConnectAsync(run.SessionId, agent, run.RunId, new JsonObject { ["status"] = "thinking", ["runId"] = run.RunId }).ConfigureAwait(false);
-        }
-        catch (MemberLimitExceededException)
-        {
-            // A full session still gets its answer; the agent is just not listed as a member.
-        }
-
-        using var renewal = time.CreateTimer(_ => presence.Renew(run.SessionId, agent.Id, run.RunId), null, presence.RenewInterval, presence.RenewInterval);
+        var member = await runPresence.EnterAsync(run.SessionId, run.RunId, run.Route.Name, new JsonObject { ["status"] = "thinking", ["runId"] = run.RunId })
+            .ConfigureAwait(false);
         try
         {
             var history = await store.MessagesAsync(run.SessionId, token).ConfigureAwait(false);
@@ -310,7 +300,7 @@ internal sealed partial class RunManager(
                             if (!textOpen)
                             {
                                 textOpen = true;
-                                await presence.SetStateAsync(run.SessionId, agent.Id, new JsonObject { ["status"] = "writing", ["runId"] = run.RunId }).ConfigureAwait(false);
+                                await member.SetStateAsync(new JsonObject { ["status"] = "writing", ["runId"] = run.RunId }).ConfigureAwait(false);
                                 await AppendAsync(run, AgUi.Event(AgUi.TextMessageStart, ("messageId", messageId), ("role", "assistant"))).ConfigureAwait(false);
                             }
 
@@ -318,9 +308,9 @@ internal sealed partial class RunManager(
                             await AppendAsync(run, AgUi.Event(AgUi.TextMessageContent, ("messageId", messageId), ("delta", text.Text))).ConfigureAwait(false);
                             break;
                         case FunctionCallContent call:
-                            await presence.SetStateAsync(run.SessionId, agent.Id,
+                            await member.SetStateAsync(
                                 new JsonObject { ["status"] = "calling_tool", ["tool"] = call.Name, ["runId"] = run.RunId }).ConfigureAwait(false);
-                            var arguments = JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), ChunkRenderer.CompactJson);
+                            var arguments = ToolArguments.Serialize(call.Arguments);
                             generated.Append(call.Name).Append(arguments);
                             await AppendAsync(run,
                                 AgUi.Event(AgUi.ToolCallStart, ("toolCallId", call.CallId), ("toolCallName", call.Name), ("parentMessageId", messageId)),
@@ -354,7 +344,7 @@ internal sealed partial class RunManager(
         finally
         {
             RecordUsage(run, answered, generated, reported);
-            await presence.DisconnectAsync(run.SessionId, agent.Id, run.RunId, immediate: true).ConfigureAwait(false);
+            await member.DisposeAsync().ConfigureAwait(false);
             _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
             await runControl.UnregisterAsync(run.SessionId, run.RunId).ConfigureAwait(false);
             run.Retention?.Dispose();

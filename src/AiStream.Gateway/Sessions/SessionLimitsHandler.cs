@@ -1,4 +1,4 @@
-using AiStream.Gateway.Completions;
+using AiStream.Gateway.Api;
 using AiStream.Gateway.Limits;
 using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.SignalR;

@@ -70,4 +70,7 @@ public sealed class SessionsOptions
     /// <summary>Largest single event, serialised, in bytes. Default 256 KiB.</summary>
     [Range(256, 64 * 1024 * 1024)]
     public int MaxEventBytes { get; set; } = 256 * 1024;
+
+    /// <summary>Most members a catch-up snapshot lists (set from <c>AiStream:Presence:SnapshotCap</c>, not bound itself).</summary>
+    internal int PresenceSnapshotCap { get; set; } = 100;
 }

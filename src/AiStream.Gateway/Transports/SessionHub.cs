@@ -2,7 +2,7 @@ using System.Collections.Concurrent;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
-using AiStream.Gateway.Completions;
+using AiStream.Gateway.Api;
 using AiStream.Gateway.Limits;
 using AiStream.Gateway.Presence;
 using AiStream.Gateway.Security;

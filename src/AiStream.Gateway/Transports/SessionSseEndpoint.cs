@@ -1,7 +1,7 @@
 using System.Buffers;
 using System.Globalization;
 using System.IO.Pipelines;
-using AiStream.Gateway.Completions;
+using AiStream.Gateway.Api;
 using AiStream.Gateway.Presence;
 using AiStream.Gateway.Security;
 using AiStream.Gateway.Sessions;

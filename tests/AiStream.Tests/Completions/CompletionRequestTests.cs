@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using AiStream.Gateway.Api;
 using AiStream.Gateway.Completions;
 using AiStream.Gateway.Providers;
 using Microsoft.Extensions.AI;

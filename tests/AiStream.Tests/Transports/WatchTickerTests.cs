@@ -18,7 +18,7 @@ public sealed class WatchTickerTests : IDisposable
     public WatchTickerTests()
     {
         var presenceOptions = OptionsFactory.Create(new PresenceOptions { TtlSeconds = 30, LeaveGraceSeconds = 0 });
-        _sessions = new InMemorySessionStore(OptionsFactory.Create(new SessionsOptions()), presenceOptions, _time, NullLogger<InMemorySessionStore>.Instance);
+        _sessions = new InMemorySessionStore(OptionsFactory.Create(new SessionsOptions()), _time, NullLogger<InMemorySessionStore>.Instance);
         _presence = new InMemoryPresenceStore(_sessions, presenceOptions, _time, NullLogger<InMemoryPresenceStore>.Instance);
         _ticker = new WatchTicker(_time, _presence, OptionsFactory.Create(new TransportsOptions { SseHeartbeatSeconds = 15 }));
     }

@@ -42,7 +42,7 @@ internal sealed class SimulatedChatClient(string modelId, ProviderOptions provid
         if (plan.ToolCall is { } call)
         {
             yield return Update(call);
-            completionTokens = tokens.Count(call.Name, cancellationToken) + tokens.Count(System.Text.Json.JsonSerializer.Serialize(call.Arguments, Completions.ChunkRenderer.CompactJson), cancellationToken);
+            completionTokens = tokens.Count(call.Name, cancellationToken) + tokens.Count(System.Text.Json.JsonSerializer.Serialize(call.Arguments, ToolArguments.CompactJson), cancellationToken);
             finish = ChatFinishReason.ToolCalls;
         }
         else

@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http.Features;
 
-namespace AiStream.Gateway.Completions;
+namespace AiStream.Gateway.Api;
 
 /// <summary>How client JSON is read everywhere: a repeated property name is a 400, not an ambiguity.</summary>
 internal static class ClientJson

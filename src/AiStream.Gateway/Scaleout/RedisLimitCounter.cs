@@ -55,5 +55,6 @@ internal sealed class RedisLimitCounter(RedisConnection redis) : ILimitCounter
         }
     }
 
-    private RedisKey Key(string name) => redis.Key("limits", name);
+    // One hash slot per counter (a Redis Cluster spreads them), not one for all of them.
+    private RedisKey Key(string name) => redis.Key("limits:" + name, "n");
 }

@@ -157,47 +157,60 @@ internal sealed partial class RedisPresenceStore(
         return (members, present.Count);
     }
 
-    /// <summary>Renews every connection this node holds, one script per session; re-joins members Redis forgot (it restarted empty).</summary>
+    /// <summary>How many sessions a renewal or sweep keeps in flight: their scripts share the connection's pipeline.</summary>
+    private const int Parallelism = 64;
+
+    /// <summary>
+    /// Renews every connection this node holds, one script per session, many sessions in flight at once; re-joins members
+    /// Redis forgot (it restarted empty). Each script also records when its session next needs a sweep.
+    /// </summary>
     internal async Task RenewAllAsync(CancellationToken cancellationToken)
     {
-        foreach (var (sessionId, connections) in _local)
+        try
         {
-            if (cancellationToken.IsCancellationRequested)
-            {
-                return;
-            }
-
-            if (connections.IsEmpty)
-            {
-                _local.TryRemove(new KeyValuePair<string, ConcurrentDictionary<string, LocalConnection>>(sessionId, connections));
-                continue;
-            }
-
-            var args = new List<RedisValue>();
-            var expiry = Expiry();
-            foreach (var (key, connection) in connections)
-            {
-                var tab = key.IndexOf('\t', StringComparison.Ordinal);
-                args.AddRange([key[..tab], key[(tab + 1)..], expiry, connection.Described(), connection.DescribedForLeave()]);
-            }
-
-            await RunAsync(sessionId, RedisScripts.PresenceConnect, Common(sessionId), [.. args]).ConfigureAwait(false);
+            await Parallel.ForEachAsync(_local, new ParallelOptions { MaxDegreeOfParallelism = Parallelism, CancellationToken = cancellationToken },
+                async (entry, _) => await RenewAsync(entry.Key, entry.Value).ConfigureAwait(false)).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
         }
     }
 
-    /// <summary>Expires, completes leaves and flushes coalesced updates in every session that is due, and in this node's.</summary>
+    private async Task RenewAsync(string sessionId, ConcurrentDictionary<string, LocalConnection> connections)
+    {
+        if (connections.IsEmpty)
+        {
+            _local.TryRemove(new KeyValuePair<string, ConcurrentDictionary<string, LocalConnection>>(sessionId, connections));
+            return;
+        }
+
+        var args = new List<RedisValue>();
+        var expiry = Expiry();
+        foreach (var (key, connection) in connections)
+        {
+            var tab = key.IndexOf('\t', StringComparison.Ordinal);
+            args.AddRange([key[..tab], key[(tab + 1)..], expiry, connection.Described(), connection.DescribedForLeave()]);
+        }
+
+        await RunAsync(sessionId, RedisScripts.PresenceConnect, Common(sessionId), [.. args]).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Expires connections, completes leaves and flushes coalesced updates and counts in the sessions that are due, by
+    /// the due index only (every script that changes a session's presence records when it next needs a sweep, and each
+    /// renewal records it again for this node's sessions), many in flight at once.
+    /// </summary>
     internal async Task SweepAsync(CancellationToken cancellationToken)
     {
         var now = time.GetUtcNow().ToUnixTimeMilliseconds();
-        var due = await redis.Database.SortedSetRangeByScoreAsync(redis.PresenceDue, double.NegativeInfinity, now, take: 500).ConfigureAwait(false);
-        foreach (var sessionId in due.Select(d => (string)d!).Union(_local.Keys))
+        var due = await redis.Database.SortedSetRangeByScoreAsync(redis.PresenceDue, double.NegativeInfinity, now, take: 2000).ConfigureAwait(false);
+        try
         {
-            if (cancellationToken.IsCancellationRequested)
-            {
-                return;
-            }
-
-            await RunAsync(sessionId, RedisScripts.PresenceSweep, Common(sessionId), []).ConfigureAwait(false);
+            await Parallel.ForEachAsync(due.Select(d => (string)d!), new ParallelOptions { MaxDegreeOfParallelism = Parallelism, CancellationToken = cancellationToken },
+                async (sessionId, _) => await RunAsync(sessionId, RedisScripts.PresenceSweep, Common(sessionId), []).ConfigureAwait(false)).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
         }
     }
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
+using AiStream.Testing;
 
 namespace AiStream.LoadTest.Tests;
 
@@ -41,7 +42,7 @@ internal static class LoadTool
 
     public static async Task<Run> RunAsync(string resultsFolder, params string[] arguments)
     {
-        var info = new ProcessStartInfo(DotnetHost())
+        var info = new ProcessStartInfo(BuildOutput.DotnetHost())
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -82,32 +83,5 @@ internal static class LoadTool
     public static string NewResultsFolder() => Directory.CreateTempSubdirectory("aistream-loadtest-smoke-").FullName;
 
     /// <summary><c>tests/AiStream.LoadTest/bin/{Configuration}/net10.0/AiStream.LoadTest.dll</c>, the configuration these tests were built with.</summary>
-    private static string ToolAssembly()
-    {
-        var segments = AppContext.BaseDirectory.Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries);
-        var bin = Array.LastIndexOf(segments, "bin");
-        var configuration = segments[bin + 1];
-        var framework = segments[bin + 2];
-        var root = new DirectoryInfo(AppContext.BaseDirectory);
-        while (root is not null && !File.Exists(Path.Combine(root.FullName, "AiStream.sln")))
-        {
-            root = root.Parent;
-        }
-
-        var path = Path.Combine(root?.FullName ?? throw new InvalidOperationException("AiStream.sln not found above " + AppContext.BaseDirectory),
-            "tests", "AiStream.LoadTest", "bin", configuration, framework, "AiStream.LoadTest.dll");
-        return File.Exists(path) ? path : throw new FileNotFoundException("The load tool is not built: " + path, path);
-    }
-
-    private static string DotnetHost()
-    {
-        var host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
-        if (!string.IsNullOrEmpty(host) && File.Exists(host))
-        {
-            return host;
-        }
-
-        var current = Environment.ProcessPath;
-        return current is not null && Path.GetFileNameWithoutExtension(current) == "dotnet" ? current : "dotnet";
-    }
+    private static string ToolAssembly() => BuildOutput.Locate(Path.Combine("tests", "AiStream.LoadTest"), "AiStream.LoadTest.dll");
 }

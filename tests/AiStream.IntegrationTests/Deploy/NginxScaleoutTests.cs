@@ -71,7 +71,7 @@ public sealed class NginxScaleoutTests(NginxScaleoutFixture fixture) : IClassFix
     {
         var probe = "probe-" + Guid.NewGuid().ToString("N")[..8];
         using var http = Client(nginx.BaseAddress);
-        using var watch = await NodeWatcher.OpenAsync(http, probe, clientId: "probe", name: "probe via nginx");
+        using var watch = await ScaleoutKit.WatchAsync(http, probe, clientId: "probe", name: "probe via nginx");
         List<string> watching = [];
         await ScaleoutKit.WaitUntilAsync(async () =>
         {
@@ -92,8 +92,8 @@ public sealed class NginxScaleoutTests(NginxScaleoutFixture fixture) : IClassFix
         var session = ScaleoutKit.NewSessionId();
         using var viaNginx = Client(fixture.Nginx.BaseAddress);
         using var direct = fixture.Other.Client();
-        using var proxied = await NodeWatcher.OpenAsync(viaNginx, session, clientId: "proxied", name: "via nginx");
-        using var onOther = await NodeWatcher.OpenAsync(direct, session, clientId: "direct", name: "direct");
+        using var proxied = await ScaleoutKit.WatchAsync(viaNginx, session, clientId: "proxied", name: "via nginx");
+        using var onOther = await ScaleoutKit.WatchAsync(direct, session, clientId: "direct", name: "direct");
 
         // Lockstep: each event published on the other node reaches the client through nginx before the next exists.
         for (var i = 0; i < 3; i++)
@@ -130,8 +130,8 @@ public sealed class NginxScaleoutTests(NginxScaleoutFixture fixture) : IClassFix
     {
         var session = ScaleoutKit.NewSessionId();
         using var direct = fixture.Other.Client();
-        using var onOther = await NodeWatcher.OpenAsync(direct, session, clientId: "direct", name: "direct");
-        var received = Channel.CreateUnbounded<NodeEvent>();
+        using var onOther = await ScaleoutKit.WatchAsync(direct, session, clientId: "direct", name: "direct");
+        var received = Channel.CreateUnbounded<WatchedEvent>();
         await using var connection = new HubConnectionBuilder()
             .WithUrl(new Uri(fixture.Nginx.BaseAddress, "hubs/sessions?clientId=hub-" + transport), options => options.Transports = transport)
             .Build();
@@ -140,7 +140,7 @@ public sealed class NginxScaleoutTests(NginxScaleoutFixture fixture) : IClassFix
             if (sid == session)
             {
                 var json = e.GetRawText();
-                received.Writer.TryWrite(new NodeEvent(JsonNode.Parse(json)!["seq"]!.GetValue<long>(), json));
+                received.Writer.TryWrite(new WatchedEvent(JsonNode.Parse(json)!["seq"]!.GetValue<long>(), json));
             }
         });
         await connection.StartAsync();
@@ -148,7 +148,7 @@ public sealed class NginxScaleoutTests(NginxScaleoutFixture fixture) : IClassFix
         var join = await connection.InvokeAsync<JsonElement>("Join", session, (long?)null);
         Assert.True(join.GetProperty("snapshot").GetBoolean());
         var runId = await ScaleoutKit.StartRunAsync(direct, session, "Explain proxies");
-        var overHub = new List<NodeEvent>();
+        var overHub = new List<WatchedEvent>();
         using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20)))
         {
             while (overHub.LastOrDefault() is not { IsRunEnd: true } last || last.RunId != runId)
@@ -178,8 +178,8 @@ public sealed class NginxScaleoutTests(NginxScaleoutFixture fixture) : IClassFix
             var session = ScaleoutKit.NewSessionId();
             using var viaNginx = Client(nginx.BaseAddress);
             using var direct = survivor.Client();
-            using var proxied = await NodeWatcher.OpenAsync(viaNginx, session, clientId: "proxied", name: "via nginx");
-            using var onSurvivor = await NodeWatcher.OpenAsync(direct, session, clientId: "direct", name: "direct");
+            using var proxied = await ScaleoutKit.WatchAsync(viaNginx, session, clientId: "proxied", name: "via nginx");
+            using var onSurvivor = await ScaleoutKit.WatchAsync(direct, session, clientId: "direct", name: "direct");
             var runId = await ScaleoutKit.StartRunAsync(direct, session, NodeDeathDrill.Prompt);
             var started = await proxied.WaitForAsync(e => e.Type == "RUN_STARTED" && e.RunId == runId, "RUN_STARTED through nginx");
             await proxied.WaitForCountAsync(e => e.Type == "TEXT_MESSAGE_CONTENT" && e.Seq > started.Seq, 10, "ten words through nginx");
@@ -189,7 +189,7 @@ public sealed class NginxScaleoutTests(NginxScaleoutFixture fixture) : IClassFix
             await proxied.WaitForEndAsync();
             var before = proxied.Events;
             var last = before[^1].Id;
-            using var resumed = await NodeWatcher.OpenAsync(viaNginx, session, lastEventId: last, clientId: "proxied", name: "resumed via nginx");
+            using var resumed = await ScaleoutKit.WatchAsync(viaNginx, session, lastEventId: last, clientId: "proxied", name: "resumed via nginx");
             var end = await onSurvivor.WaitForRunEndAsync(runId, TimeSpan.FromSeconds(15));
             var resumedEnd = await resumed.WaitForRunEndAsync(runId, TimeSpan.FromSeconds(15));
 
@@ -216,7 +216,7 @@ public sealed class NginxScaleoutTests(NginxScaleoutFixture fixture) : IClassFix
     /// <paramref name="events"/> have no gap and no duplicate up to <paramref name="end"/>, and from where both watched on
     /// they are <paramref name="reference"/>'s events, at the same positions, byte for byte (presence included).
     /// </summary>
-    private static void AssertSameHistory(List<NodeEvent> events, List<NodeEvent> reference, long end, string label)
+    private static void AssertSameHistory(List<WatchedEvent> events, List<WatchedEvent> reference, long end, string label)
     {
         var upToEnd = events.TakeWhile(e => e.Seq <= end).ToList();
         Assert.DoesNotContain(upToEnd, e => e.IsGap);
@@ -228,5 +228,5 @@ public sealed class NginxScaleoutTests(NginxScaleoutFixture fixture) : IClassFix
         Assert.Equal(end, mine[^1].Seq);
     }
 
-    private static long SnapshotHead(List<NodeEvent> events) => events.FirstOrDefault() is { Type: "MESSAGES_SNAPSHOT" } first ? first.Seq : 0;
+    private static long SnapshotHead(List<WatchedEvent> events) => events.FirstOrDefault() is { Type: "MESSAGES_SNAPSHOT" } first ? first.Seq : 0;
 }

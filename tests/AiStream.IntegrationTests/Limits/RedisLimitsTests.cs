@@ -87,8 +87,8 @@ public sealed class RedisLimitsTests
         var session = NewSessionId();
 
         // Alice holds one watch on each node: a third, on either node, is refused.
-        var first = await Sessions.SessionWatcher.OpenAsync(onA, session);
-        var second = await Sessions.SessionWatcher.OpenAsync(onB, session);
+        var first = await SessionWatcher.OpenAsync(onA, session);
+        var second = await SessionWatcher.OpenAsync(onB, session);
         foreach (var node in new[] { onA, onB })
         {
             using var third = await node.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
@@ -97,7 +97,7 @@ public sealed class RedisLimitsTests
         }
 
         // Bob is not Alice.
-        using (var bob = await Sessions.SessionWatcher.OpenAsync(bobOnB, session))
+        using (var bob = await SessionWatcher.OpenAsync(bobOnB, session))
         {
         }
 
@@ -147,7 +147,7 @@ public sealed class RedisLimitsTests
         var session = NewSessionId();
 
         // Node A mirrors the session while a watch is open on it; the watch closes while Redis is away.
-        var opened = await Sessions.SessionWatcher.OpenAsync(onA, session);
+        var opened = await SessionWatcher.OpenAsync(onA, session);
         await redis.StopAsync();
         opened.Dispose();
 
@@ -180,7 +180,7 @@ public sealed class RedisLimitsTests
         using var onA = a.Client().WithBearer(token);
         using var onB = b.Client().WithBearer(token);
         var session = NewSessionId();
-        using var held = await Sessions.SessionWatcher.OpenAsync(onA, session);
+        using var held = await SessionWatcher.OpenAsync(onA, session);
 
         // Redis loses everything while nobody connects: node A's renewal writes the slot of its open watch again.
         await redis.RestartAsync(TimeSpan.FromMilliseconds(300));

@@ -14,7 +14,7 @@ public sealed class AgentPresenceTests
         await using var gateway = new GatewayFactory(Settings(tokensPerSecond: 25));
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
 
         using var start = await http.PostAsJsonAsync($"api/sessions/{session}/runs", new JsonObject
         {
@@ -37,7 +37,7 @@ public sealed class AgentPresenceTests
         Assert.Null(Member(after, agentId));
         Assert.Equal(1, after["total"]!.GetValue<int>());
 
-        var seen = observer.Seen;
+        var seen = observer.Events;
         var started = seen.Single(e => e.Type == "RUN_STARTED");
         var join = seen.Single(e => e.Is("presence.join", agentId));
         var writing = seen.Single(e => e.Is("presence.update", agentId));

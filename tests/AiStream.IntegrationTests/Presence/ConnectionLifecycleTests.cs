@@ -15,11 +15,11 @@ public sealed class ConnectionLifecycleTests
         await using var gateway = new GatewayFactory(Settings(grace: 5), time);
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs", "Observer");
-        var tabs = new List<PresenceWatch>();
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs", "Observer");
+        var tabs = new List<SessionWatcher>();
         for (var i = 0; i < 3; i++)
         {
-            tabs.Add(await PresenceWatch.OpenAsync(http, session, "u1", "Ann", "#ff0000"));
+            tabs.Add(await PresenceApi.WatchAsync(http, session, "u1", "Ann", "#ff0000"));
         }
 
         Assert.Equal(3, await ConnectionsAsync(http, session, "u1"));
@@ -65,14 +65,14 @@ public sealed class ConnectionLifecycleTests
         await using var gateway = new GatewayFactory(Settings(grace: 5), time);
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
-        var tab = await PresenceWatch.OpenAsync(http, session, "u1", "Ann");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
+        var tab = await PresenceApi.WatchAsync(http, session, "u1", "Ann");
         await observer.WaitForAsync(e => e.Is("presence.join", "u1"), "u1's join");
 
         tab.Dispose();
         await WaitForConnectionsAsync(http, session, "u1", 0);
         await time.AdvanceAsync(TimeSpan.FromSeconds(3));
-        using var reloaded = await PresenceWatch.OpenAsync(http, session, "u1", "Ann");
+        using var reloaded = await PresenceApi.WatchAsync(http, session, "u1", "Ann");
         await time.AdvanceAsync(TimeSpan.FromSeconds(10));
         var seen = await SyncAsync(http, session, observer);
 
@@ -93,13 +93,13 @@ public sealed class ConnectionLifecycleTests
         using var http = gateway.Client();
         var baseAddress = gateway.Start();
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
 
         // A raw HTTP/1.1 watch, reset (RST, no FIN) once the stream started: a killed browser or a dropped network.
         using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
         {
             await socket.ConnectAsync(baseAddress.Host, baseAddress.Port);
-            var request = $"GET /{PresenceWatch.Url(session, "crash", "Crash")} HTTP/1.1\r\nHost: {baseAddress.Authority}\r\nAccept: text/event-stream\r\n\r\n";
+            var request = $"GET /{SessionWatcher.Url(session, "crash", "Crash")} HTTP/1.1\r\nHost: {baseAddress.Authority}\r\nAccept: text/event-stream\r\n\r\n";
             await socket.SendAsync(Encoding.ASCII.GetBytes(request));
             var received = new StringBuilder();
             var buffer = new byte[4096];

@@ -60,11 +60,11 @@ public sealed class CrowdTests
         var http = node.Http;
         using var refused = node.Meters is { } meters ? new MetricCollector<long>(meters, "AiStream", "aistream.limits.refused") : null;
         var session = NewSessionId();
-        using var u1 = await PresenceWatch.OpenAsync(http, session, "u1");
-        using var u2 = await PresenceWatch.OpenAsync(http, session, "u2");
-        var u3 = await PresenceWatch.OpenAsync(http, session, "u3");
+        using var u1 = await PresenceApi.WatchAsync(http, session, "u1");
+        using var u2 = await PresenceApi.WatchAsync(http, session, "u2");
+        var u3 = await PresenceApi.WatchAsync(http, session, "u3");
 
-        using (var fourth = await http.GetAsync(PresenceWatch.Url(session, "u4"), HttpCompletionOption.ResponseHeadersRead))
+        using (var fourth = await http.GetAsync(SessionWatcher.Url(session, "u4"), HttpCompletionOption.ResponseHeadersRead))
         {
             Assert.Equal(HttpStatusCode.TooManyRequests, fourth.StatusCode);
             Assert.Equal("application/problem+json", fourth.Content.Headers.ContentType?.MediaType);
@@ -72,14 +72,14 @@ public sealed class CrowdTests
             Assert.NotNull(fourth.Headers.RetryAfter);
         }
 
-        await using (var hub = await HubMember.ConnectAsync(http.BaseAddress!, "u5", "Eve"))
+        await using (var hub = await SessionHubClient.ConnectAsync(http.BaseAddress!, "u5", "Eve"))
         {
             var error = await Assert.ThrowsAsync<HubException>(() => hub.Connection.InvokeAsync<JsonObject>("Join", session, null));
             Assert.Contains("MaxMembers", error.Message, StringComparison.Ordinal);
         }
 
         // A second tab of a present member is the same member.
-        using (var secondTab = await PresenceWatch.OpenAsync(http, session, "u1"))
+        using (var secondTab = await PresenceApi.WatchAsync(http, session, "u1"))
         {
             await WaitForConnectionsAsync(http, session, "u1", 2);
         }
@@ -90,7 +90,7 @@ public sealed class CrowdTests
         // Once one leaves there is room again.
         u3.Dispose();
         await WaitForConnectionsAsync(http, session, "u3", null);
-        using var u4 = await PresenceWatch.OpenAsync(http, session, "u4");
+        using var u4 = await PresenceApi.WatchAsync(http, session, "u4");
         await u1.WaitForAsync(e => e.Is("presence.join", "u4"), "u4's join");
     }
 
@@ -106,12 +106,12 @@ public sealed class CrowdTests
         });
         var http = node.Http;
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
-        var u2 = await PresenceWatch.OpenAsync(http, session, "u2");
-        var crowd = new List<PresenceWatch>();
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
+        var u2 = await PresenceApi.WatchAsync(http, session, "u2");
+        var crowd = new List<SessionWatcher>();
         for (var i = 3; i <= 7; i++)
         {
-            crowd.Add(await PresenceWatch.OpenAsync(http, session, "u" + i));
+            crowd.Add(await PresenceApi.WatchAsync(http, session, "u" + i));
         }
 
         // Members 3 to 7 joined a crowded session: counted, not announced one by one.
@@ -134,13 +134,13 @@ public sealed class CrowdTests
         // The leave that ends the crowd logs the count at once, then everyone present, announced one by one from there.
         var resync = await observer.WaitForAsync(e => e.Name == "presence.snapshot" && e.Seq > 0 && e.Value!["counted"] is null && e.Value["total"]!.GetValue<int>() == 1, "the snapshot that ends the crowd");
         Assert.Equal(["obs"], resync.Value!["members"]!.AsArray().Select(m => Str(m!["id"])));
-        using (var u8 = await PresenceWatch.OpenAsync(http, session, "u8"))
+        using (var u8 = await PresenceApi.WatchAsync(http, session, "u8"))
         {
             await observer.WaitForAsync(e => e.Is("presence.join", "u8"), "u8's join, announced again");
         }
 
         await observer.WaitForAsync(e => e.Is("presence.leave", "u8"), "u8's leave");
-        var seen = observer.Seen;
+        var seen = observer.Events;
 
         var announced = seen.Where(e => e.MemberId is not null).Select(e => $"{e.Name} {e.MemberId}").ToList();
         Assert.Equal(["presence.join obs", "presence.join u2", "presence.join u8", "presence.leave u8"], announced);
@@ -166,23 +166,23 @@ public sealed class CrowdTests
         });
         var http = node.Http;
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
-        using var u2 = await PresenceWatch.OpenAsync(http, session, "u2");
-        using var u3 = await PresenceWatch.OpenAsync(http, session, "u3");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
+        using var u2 = await PresenceApi.WatchAsync(http, session, "u2");
+        using var u3 = await PresenceApi.WatchAsync(http, session, "u3");
         for (var i = 0; i < 10; i++)
         {
-            using var toggler = await PresenceWatch.OpenAsync(http, session, "t");
+            using var toggler = await PresenceApi.WatchAsync(http, session, "t");
             await WaitForConnectionsAsync(http, session, "t", 1);
         }
 
         await WaitForConnectionsAsync(http, session, "t", null);
         var marker = await MarkAsync(http, session);
-        await observer.WaitForSeqAsync(marker);
+        await observer.WaitForMarkerAsync(marker);
 
         // The first join past the threshold started a crowd; it never got back to half of it, so no snapshot was logged.
-        Assert.DoesNotContain(observer.Seen, e => e.Name == "presence.snapshot" && e.Seq > 0);
-        Assert.DoesNotContain(observer.Seen, e => e.MemberId == "t");
+        Assert.DoesNotContain(observer.Events, e => e.Name == "presence.snapshot" && e.Seq > 0);
+        Assert.DoesNotContain(observer.Events, e => e.MemberId == "t");
     }
 
-    private static JsonObject? Count(PresenceEvent e) => e.Name == "presence.count" ? e.Value : null;
+    private static JsonObject? Count(WatchedEvent e) => e.Name == "presence.count" ? e.Value : null;
 }

@@ -29,7 +29,7 @@ public sealed class ExpiryTests
         using var http = gateway.Client();
         using var presence = NewStore(gateway.Services.GetRequiredService<ISessionStore>(), time);
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
 
         await presence.ConnectAsync(session, new MemberIdentity("ghost", "Ghost", null), "conn-1", new JsonObject { ["typing"] = true });
         await time.AdvanceAsync(TimeSpan.FromSeconds(Ttl - 1));
@@ -56,7 +56,7 @@ public sealed class ExpiryTests
         using var http = gateway.Client();
         using var presence = NewStore(gateway.Services.GetRequiredService<ISessionStore>(), time);
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
 
         await presence.ConnectAsync(session, new MemberIdentity("alive", "Alive", null), "conn-1");
         for (var i = 0; i < 9; i++)
@@ -81,7 +81,7 @@ public sealed class ExpiryTests
         using var http = gateway.Client();
         using var presence = NewStore(gateway.Services.GetRequiredService<ISessionStore>(), time);
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
         var identity = new MemberIdentity("two", "Two tabs", null);
 
         await presence.ConnectAsync(session, identity, "dead-node");
@@ -109,7 +109,7 @@ public sealed class ExpiryTests
         var log = new GatedSessionStore(gateway.Services.GetRequiredService<ISessionStore>(), "presence.leave");
         using var presence = NewStore(log, time, grace: 5);
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
         var identity = new MemberIdentity("u1", "Ann", null);
 
         await presence.ConnectAsync(session, identity, "tab-1");
@@ -125,7 +125,7 @@ public sealed class ExpiryTests
         Assert.Equal(1, (await presence.ListAsync(session, 10, default)).Total);
         // The log has the changes in the order they happened, so it ends with u1 present, as the store says.
         Assert.Equal(["presence.join", "presence.leave", "presence.join"], seen.Where(e => e.MemberId == "u1").Select(e => e.Name));
-        using var late = await PresenceWatch.OpenAsync(http, session, "late");
+        using var late = await PresenceApi.WatchAsync(http, session, "late");
         var snapshot = await late.WaitForAsync(e => e.Name == "presence.snapshot", "the newcomer's presence snapshot");
         Assert.Contains(snapshot.Value!["members"]!.AsArray(), m => Str(m!["id"]) == "u1");
     }

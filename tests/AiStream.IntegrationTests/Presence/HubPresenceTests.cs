@@ -15,8 +15,8 @@ public sealed class HubPresenceTests
         await using var gateway = new GatewayFactory(Settings(grace: 5), time);
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var ann = await PresenceWatch.OpenAsync(http, session, "u1", "Ann");
-        await using var bob = await HubMember.ConnectAsync(http.BaseAddress!, "u2", "Bob");
+        using var ann = await PresenceApi.WatchAsync(http, session, "u1", "Ann");
+        await using var bob = await SessionHubClient.ConnectAsync(http.BaseAddress!, "u2", "Bob");
 
         // Bob joins second, from the start of the log, so he sees Ann's join as well as his own; Ann sees his live.
         var joined = await bob.Connection.InvokeAsync<JsonObject>("Join", session, 0L);
@@ -57,8 +57,8 @@ public sealed class HubPresenceTests
         await using var gateway = new GatewayFactory(Settings(grace: 5), time);
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var ann = await PresenceWatch.OpenAsync(http, session, "u1", "Ann");
-        await using var bob = await HubMember.ConnectAsync(http.BaseAddress!, "u2", "Bob");
+        using var ann = await PresenceApi.WatchAsync(http, session, "u1", "Ann");
+        await using var bob = await SessionHubClient.ConnectAsync(http.BaseAddress!, "u2", "Bob");
         await bob.Connection.InvokeAsync<JsonObject>("Join", session, null);
 
         await bob.Connection.InvokeAsync("Leave", session);

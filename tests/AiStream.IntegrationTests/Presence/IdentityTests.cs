@@ -20,7 +20,7 @@ public sealed class IdentityTests
         using var http = gateway.Client();
         var session = NewSessionId();
 
-        using var response = await http.GetAsync(PresenceWatch.Url(session, clientId, name, color), HttpCompletionOption.ResponseHeadersRead);
+        using var response = await http.GetAsync(SessionWatcher.Url(session, clientId, name, color), HttpCompletionOption.ResponseHeadersRead);
         var problem = await response.Content.ReadFromJsonAsync<JsonObject>();
 
         Assert.Equal(400, (int)response.StatusCode);
@@ -35,8 +35,8 @@ public sealed class IdentityTests
         await using var gateway = new GatewayFactory(Settings());
         using var http = gateway.Client();
 
-        using var tooLong = await http.GetAsync(PresenceWatch.Url(NewSessionId(), new string('a', 200)), HttpCompletionOption.ResponseHeadersRead);
-        using var longest = await PresenceWatch.OpenAsync(http, NewSessionId(), new string('a', 128));
+        using var tooLong = await http.GetAsync(SessionWatcher.Url(NewSessionId(), new string('a', 200)), HttpCompletionOption.ResponseHeadersRead);
+        using var longest = await PresenceApi.WatchAsync(http, NewSessionId(), new string('a', 128));
 
         Assert.Equal(400, (int)tooLong.StatusCode);
         Assert.Equal(new string('a', 128), longest.ClientId);
@@ -48,11 +48,11 @@ public sealed class IdentityTests
         await using var gateway = new GatewayFactory(Settings());
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
 
-        using var anonymous = await PresenceWatch.OpenAsync(http, session, clientId: null);
+        using var anonymous = await PresenceApi.WatchAsync(http, session, clientId: null);
         using var otherBrowser = gateway.Client(); // its own cookie jar: another anonymous person
-        using var another = await PresenceWatch.OpenAsync(otherBrowser, session, clientId: null);
+        using var another = await PresenceApi.WatchAsync(otherBrowser, session, clientId: null);
         var join = await observer.WaitForAsync(e => e.Is("presence.join", anonymous.ClientId), "the anonymous watcher's join");
 
         Assert.Matches("^anon-[0-9a-f]{12}$", anonymous.ClientId);
@@ -72,17 +72,17 @@ public sealed class IdentityTests
         await using var gateway = new GatewayFactory(Settings());
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
 
         string first;
-        using (var anonymous = await PresenceWatch.OpenAsync(http, session, clientId: null))
+        using (var anonymous = await PresenceApi.WatchAsync(http, session, clientId: null))
         {
             first = anonymous.ClientId;
             await observer.WaitForAsync(e => e.Is("presence.join", first), "the anonymous join");
         }
 
         // What EventSource does on its own: the same URL again, with the browser's cookies.
-        using var again = await PresenceWatch.OpenAsync(http, session, clientId: null);
+        using var again = await PresenceApi.WatchAsync(http, session, clientId: null);
 
         Assert.Equal(first, again.ClientId);
         var member = Member(await GetPresenceAsync(http, session), first);
@@ -96,7 +96,7 @@ public sealed class IdentityTests
         await using var gateway = new GatewayFactory(Settings());
         using var http = gateway.Client();
 
-        using var watch = await PresenceWatch.OpenAsync(http, NewSessionId(), "u1@example.com", "Ann");
+        using var watch = await PresenceApi.WatchAsync(http, NewSessionId(), "u1@example.com", "Ann");
 
         Assert.Equal("u1@example.com", watch.ClientId);
     }

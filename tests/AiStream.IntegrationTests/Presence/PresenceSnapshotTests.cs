@@ -18,18 +18,18 @@ public sealed class PresenceSnapshotTests
         await using var gateway = new GatewayFactory(Settings());
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var ann = await PresenceWatch.OpenAsync(http, session, "u1", "Ann", "#3366ff");
+        using var ann = await PresenceApi.WatchAsync(http, session, "u1", "Ann", "#3366ff");
         await SetStateAsync(http, session, "u1", new JsonObject { ["viewing"] = "msg-12" });
-        await using var bob = await HubMember.ConnectAsync(http.BaseAddress!, "u2", "Bob");
+        await using var bob = await SessionHubClient.ConnectAsync(http.BaseAddress!, "u2", "Bob");
         await bob.Connection.InvokeAsync<JsonObject>("Join", session, null);
         await bob.Connection.InvokeAsync("SetState", session, new JsonObject { ["typing"] = true });
-        using var dee = await PresenceWatch.OpenAsync(http, session, "u9", "Dee");
+        using var dee = await PresenceApi.WatchAsync(http, session, "u9", "Dee");
         await SyncAsync(http, session, ann);
 
-        using var late = await PresenceWatch.OpenAsync(http, session, "u3", "Cy");
+        using var late = await PresenceApi.WatchAsync(http, session, "u3", "Cy");
         var ownJoin = await late.WaitForAsync(e => e.Is("presence.join", "u3"), "the newcomer's own join");
 
-        var catchUp = late.Seen.TakeWhile(e => e != ownJoin).ToList();
+        var catchUp = late.Events.TakeWhile(e => e != ownJoin).ToList();
         Assert.Equal(["MESSAGES_SNAPSHOT", "STATE_SNAPSHOT", "CUSTOM"], catchUp.Select(e => e.Type));
         var snapshot = catchUp[2];
         Assert.Equal("presence.snapshot", snapshot.Name);
@@ -55,12 +55,12 @@ public sealed class PresenceSnapshotTests
         await using var gateway = new GatewayFactory(Settings(grace: 0));
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var ann = await PresenceWatch.OpenAsync(http, session, "u1", "Ann");
-        var gone = await PresenceWatch.OpenAsync(http, session, "u9", "Gone");
+        using var ann = await PresenceApi.WatchAsync(http, session, "u1", "Ann");
+        var gone = await PresenceApi.WatchAsync(http, session, "u9", "Gone");
         gone.Dispose();
         await ann.WaitForAsync(e => e.Is("presence.leave", "u9"), "u9's leave (no grace)");
 
-        using var late = await PresenceWatch.OpenAsync(http, session, "u3");
+        using var late = await PresenceApi.WatchAsync(http, session, "u3");
         var snapshot = await late.WaitForAsync(e => e.Name == "presence.snapshot", "the presence snapshot");
 
         Assert.Equal(1, snapshot.Value!["total"]!.GetValue<int>());
@@ -73,15 +73,15 @@ public sealed class PresenceSnapshotTests
         await using var gateway = new GatewayFactory(Settings(snapshotCap: 2));
         using var http = gateway.Client();
         var session = NewSessionId();
-        var present = new List<PresenceWatch>();
+        var present = new List<SessionWatcher>();
         for (var i = 1; i <= 5; i++)
         {
-            present.Add(await PresenceWatch.OpenAsync(http, session, "m" + i.ToString(CultureInfo.InvariantCulture)));
+            present.Add(await PresenceApi.WatchAsync(http, session, "m" + i.ToString(CultureInfo.InvariantCulture)));
         }
 
         try
         {
-            using var late = await PresenceWatch.OpenAsync(http, session, "late");
+            using var late = await PresenceApi.WatchAsync(http, session, "late");
             var snapshot = await late.WaitForAsync(e => e.Name == "presence.snapshot", "the presence snapshot");
 
             Assert.Equal(5, snapshot.Value!["total"]!.GetValue<int>());
@@ -121,12 +121,12 @@ public sealed class PresenceSnapshotTests
 
         // Past CoalesceAbove (100) joins are counted, not announced: the first count came with the 101st member, the
         // next is due CountIntervalMilliseconds (1 s) later.
-        var watcher = await PresenceWatch.OpenAsync(http, session, "m00000");
+        var watcher = await PresenceApi.WatchAsync(http, session, "m00000");
         time.Advance(TimeSpan.FromSeconds(1));
         await watcher.WaitForAsync(e => e.Name == "presence.count" && e.Value!["members"]!.GetValue<int>() == 10_000, "the count of 10,000");
         watcher.Dispose();
         var page = await GetPresenceAsync(http, session, limit: 50);
-        using var late = await PresenceWatch.OpenAsync(http, session, "late", "Late");
+        using var late = await PresenceApi.WatchAsync(http, session, "late", "Late");
         var snapshot = await late.WaitForAsync(e => e.Name == "presence.snapshot", "the presence snapshot");
         // The newcomer's join is in the next count.
         time.Advance(TimeSpan.FromSeconds(1));
@@ -144,7 +144,7 @@ public sealed class PresenceSnapshotTests
         Assert.True(snapshot.Value["counted"]!.GetValue<bool>());
         Assert.Equal(snapshot.Seq + 1, ownJoin.Seq);
         Assert.Equal(1, ownJoin.Value!["joined"]!.GetValue<int>());
-        Assert.DoesNotContain(late.Seen, e => e.Is("presence.join", "late"));
+        Assert.DoesNotContain(late.Events, e => e.Is("presence.join", "late"));
         Assert.Equal(10_001, afterJoin["total"]!.GetValue<int>());
         Assert.Single(Members(afterJoin));
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed.TotalSeconds:F1} s");

@@ -1,240 +1,11 @@
 using System.Globalization;
 using System.Net.Http.Json;
 using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using AiStream.IntegrationTests.Infrastructure;
-using Microsoft.AspNetCore.SignalR.Client;
 using Microsoft.Extensions.Time.Testing;
 
 namespace AiStream.IntegrationTests.Presence;
-
-/// <summary>One session event as a watcher received it.</summary>
-internal sealed record PresenceEvent(long Id, string Json)
-{
-    public JsonObject Data { get; } = (JsonObject)JsonNode.Parse(Json)!;
-
-    public string Type => Data["type"]!.GetValue<string>();
-
-    public long Seq => Data["seq"]!.GetValue<long>();
-
-    /// <summary>The CUSTOM event's name, else null.</summary>
-    public string? Name => Type == "CUSTOM" ? Data["name"]?.GetValue<string>() : null;
-
-    /// <summary>The CUSTOM event's value as an object, else null.</summary>
-    public JsonObject? Value => Data["value"] as JsonObject;
-
-    /// <summary>The member id of a presence.join/leave/update, else null.</summary>
-    public string? MemberId => Name is "presence.join" or "presence.leave" or "presence.update" ? Value?["id"]?.GetValue<string>() : null;
-
-    public bool Is(string name, string memberId) => Name == name && MemberId == memberId;
-
-    public override string ToString() => $"{Id} {Json}";
-}
-
-/// <summary>
-/// An SSE watch of a session as a given client (<c>?clientId=&amp;name=&amp;color=</c>), read in the background so a
-/// test can advance fake time and look at what arrived so far. Disposing it closes its connection.
-/// </summary>
-internal sealed class PresenceWatch : IDisposable
-{
-    private readonly HttpResponseMessage _response;
-    private readonly SseReader _reader;
-    private readonly CancellationTokenSource _stop = new();
-    private readonly List<PresenceEvent> _seen = [];
-    private readonly Task _pump;
-
-    private PresenceWatch(HttpResponseMessage response, Stream stream)
-    {
-        _response = response;
-        _reader = new SseReader(stream);
-        _pump = Task.Run(PumpAsync);
-    }
-
-    /// <summary>The client id the gateway answered in <c>X-AiStream-Client-Id</c>.</summary>
-    public string ClientId => _response.Headers.GetValues("X-AiStream-Client-Id").Single();
-
-    /// <summary>True once the gateway ended the stream (or the connection failed).</summary>
-    public bool Ended { get; private set; }
-
-    /// <summary>Everything received so far, in order.</summary>
-    public List<PresenceEvent> Seen
-    {
-        get
-        {
-            lock (_seen)
-            {
-                return [.. _seen];
-            }
-        }
-    }
-
-    /// <summary>Presence events (join/leave/update) received so far, in order.</summary>
-    public List<PresenceEvent> PresenceEvents => Seen.Where(e => e.MemberId is not null).ToList();
-
-    public static string Url(string sessionId, string? clientId, string? name = null, string? color = null, long? after = null)
-    {
-        var query = new List<string>();
-        if (clientId is not null)
-        {
-            query.Add("clientId=" + Uri.EscapeDataString(clientId));
-        }
-
-        if (name is not null)
-        {
-            query.Add("name=" + Uri.EscapeDataString(name));
-        }
-
-        if (color is not null)
-        {
-            query.Add("color=" + Uri.EscapeDataString(color));
-        }
-
-        if (after is { } a)
-        {
-            query.Add("after=" + a.ToString(CultureInfo.InvariantCulture));
-        }
-
-        return $"api/sessions/{sessionId}/events" + (query.Count > 0 ? "?" + string.Join('&', query) : "");
-    }
-
-    /// <summary>Opens a watch; once the headers are back the gateway has subscribed it and made the client present.</summary>
-    public static async Task<PresenceWatch> OpenAsync(HttpClient http, string sessionId, string? clientId, string? name = null, string? color = null, long? after = null)
-    {
-        using var request = new HttpRequestMessage(HttpMethod.Get, Url(sessionId, clientId, name, color, after));
-        request.Headers.Accept.ParseAdd("text/event-stream");
-        var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-        if ((int)response.StatusCode != 200)
-        {
-            Assert.Fail($"watch answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync()}");
-        }
-
-        return new PresenceWatch(response, await response.Content.ReadAsStreamAsync());
-    }
-
-    /// <summary>Waits (real time) for the first event, from the start of the watch, that matches.</summary>
-    public async Task<PresenceEvent> WaitForAsync(Func<PresenceEvent, bool> match, string what, TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(10));
-        while (true)
-        {
-            if (Seen.FirstOrDefault(match) is { } found)
-            {
-                return found;
-            }
-
-            if (Ended || DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"{(Ended ? "The watch ended" : "Timed out")} waiting for {what}; seen:\n{string.Join("\n", Seen)}");
-            }
-
-            await Task.Delay(10);
-        }
-    }
-
-    /// <summary>Waits until the event at <paramref name="seq"/> arrived: everything appended before it has then arrived too.</summary>
-    public Task<PresenceEvent> WaitForSeqAsync(long seq) => WaitForAsync(e => e.Name == "test.marker" && e.Seq == seq, "the marker at seq " + seq.ToString(CultureInfo.InvariantCulture));
-
-    private async Task PumpAsync()
-    {
-        try
-        {
-            while (await _reader.NextEventAsync(_stop.Token) is { } lines)
-            {
-                var id = lines.FirstOrDefault(l => l.StartsWith("id: ", StringComparison.Ordinal));
-                var data = lines.FirstOrDefault(l => l.StartsWith("data: ", StringComparison.Ordinal));
-                if (data is null || id is null)
-                {
-                    continue;
-                }
-
-                var e = new PresenceEvent(long.Parse(id["id: ".Length..], CultureInfo.InvariantCulture), data["data: ".Length..]);
-                lock (_seen)
-                {
-                    _seen.Add(e);
-                }
-            }
-        }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException or HttpRequestException)
-        {
-            // Closed by the test or by the gateway.
-        }
-        finally
-        {
-            Ended = true;
-        }
-    }
-
-    public void Dispose()
-    {
-        _stop.Cancel();
-        _response.Dispose();
-        _pump.Wait(TimeSpan.FromSeconds(5));
-        _reader.Dispose();
-        _stop.Dispose();
-    }
-}
-
-/// <summary>A .NET SignalR client of <c>/hubs/sessions</c> as a given client, recording every <c>Event(sessionId, event)</c>.</summary>
-internal sealed class HubMember : IAsyncDisposable
-{
-    private readonly List<PresenceEvent> _received = [];
-
-    private HubMember(HubConnection connection) => Connection = connection;
-
-    public HubConnection Connection { get; }
-
-    public List<PresenceEvent> Received
-    {
-        get
-        {
-            lock (_received)
-            {
-                return [.. _received];
-            }
-        }
-    }
-
-    public static async Task<HubMember> ConnectAsync(Uri baseAddress, string clientId, string name)
-    {
-        var connection = new HubConnectionBuilder()
-            .WithUrl(new Uri(baseAddress, $"hubs/sessions?clientId={Uri.EscapeDataString(clientId)}&name={Uri.EscapeDataString(name)}"))
-            .Build();
-        var member = new HubMember(connection);
-        connection.On<string, JsonElement>("Event", (_, e) =>
-        {
-            var json = e.GetRawText();
-            var seq = JsonNode.Parse(json)!["seq"]!.GetValue<long>();
-            lock (member._received)
-            {
-                member._received.Add(new PresenceEvent(seq, json));
-            }
-        });
-        await connection.StartAsync();
-        return member;
-    }
-
-    public async Task<PresenceEvent> WaitForAsync(Func<PresenceEvent, bool> match, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-        while (true)
-        {
-            if (Received.FirstOrDefault(match) is { } found)
-            {
-                return found;
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"Timed out waiting on the hub for {what}; received:\n{string.Join("\n", Received)}");
-            }
-
-            await Task.Delay(10);
-        }
-    }
-
-    public ValueTask DisposeAsync() => Connection.DisposeAsync();
-}
 
 /// <summary>Calls on the presence API, settings, and fake-time stepping.</summary>
 internal static class PresenceApi
@@ -244,6 +15,18 @@ internal static class PresenceApi
         new(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = gateway.Start(), Timeout = TimeSpan.FromSeconds(60) };
 
     public static string NewSessionId() => "p-" + Guid.NewGuid().ToString("N")[..12];
+
+    /// <summary>
+    /// Opens a watch as a given client (<c>?clientId=&amp;name=&amp;color=</c>), read in the background so a test can
+    /// advance fake time and look at what arrived so far. Once the headers are back the gateway has subscribed it and
+    /// made the client present.
+    /// </summary>
+    public static Task<SessionWatcher> WatchAsync(HttpClient http, string sessionId, string? clientId, string? name = null, string? color = null, long? after = null) =>
+        SessionWatcher.OpenAsync(http, sessionId, after: after, clientId: clientId, memberName: name, color: color, background: true);
+
+    /// <summary>Waits (real time) until the marker at <paramref name="seq"/> arrived: everything appended before it has then arrived too.</summary>
+    public static Task<WatchedEvent> WaitForMarkerAsync(this SessionWatcher watch, long seq) =>
+        watch.WaitForAsync(e => e.Name == "test.marker" && e.Seq == seq, "the marker at seq " + seq.ToString(CultureInfo.InvariantCulture));
 
     /// <summary>Presence settings (and an instant simulated model).</summary>
     public static Dictionary<string, string?> Settings(double grace = 5, double ttl = 30, int? snapshotCap = null, int? coalesceMs = null, int? maxStateBytes = null, double tokensPerSecond = 0)
@@ -335,10 +118,10 @@ internal static class PresenceApi
     }
 
     /// <summary>Publishes a marker and waits until <paramref name="watch"/> got it; returns the presence events seen by then.</summary>
-    public static async Task<List<PresenceEvent>> SyncAsync(HttpClient http, string sessionId, PresenceWatch watch)
+    public static async Task<List<WatchedEvent>> SyncAsync(HttpClient http, string sessionId, SessionWatcher watch)
     {
         var seq = await MarkAsync(http, sessionId);
-        await watch.WaitForSeqAsync(seq);
+        await watch.WaitForMarkerAsync(seq);
         return watch.PresenceEvents;
     }
 

@@ -17,9 +17,9 @@ public sealed class StateTests
         await using var gateway = new GatewayFactory(Settings(coalesceMs: 250), time);
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
-        using var ann = await PresenceWatch.OpenAsync(http, session, "u1", "Ann");
-        await using var bob = await HubMember.ConnectAsync(http.BaseAddress!, "u2", "Bob");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
+        using var ann = await PresenceApi.WatchAsync(http, session, "u1", "Ann");
+        await using var bob = await SessionHubClient.ConnectAsync(http.BaseAddress!, "u2", "Bob");
         await bob.Connection.InvokeAsync<JsonObject>("Join", session, null);
 
         // Each update comes a coalescing window after the same member's previous one: none is merged.
@@ -56,8 +56,8 @@ public sealed class StateTests
         await using var gateway = new GatewayFactory(Settings(coalesceMs: 250), time);
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
-        using var ann = await PresenceWatch.OpenAsync(http, session, "u1", "Ann");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
+        using var ann = await PresenceApi.WatchAsync(http, session, "u1", "Ann");
 
         for (var i = 1; i <= 20; i++)
         {
@@ -80,8 +80,8 @@ public sealed class StateTests
         await using var gateway = new GatewayFactory(Settings(coalesceMs: 250), time);
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var observer = await PresenceWatch.OpenAsync(http, session, "obs");
-        await using var bob = await HubMember.ConnectAsync(http.BaseAddress!, "u2", "Bob");
+        using var observer = await PresenceApi.WatchAsync(http, session, "obs");
+        await using var bob = await SessionHubClient.ConnectAsync(http.BaseAddress!, "u2", "Bob");
         await bob.Connection.InvokeAsync<JsonObject>("Join", session, null);
 
         // Twenty keystrokes 20 ms apart: 400 ms of typing.
@@ -107,7 +107,7 @@ public sealed class StateTests
         await using var gateway = new GatewayFactory(Settings(maxStateBytes: 1024));
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var ann = await PresenceWatch.OpenAsync(http, session, "u1", "Ann");
+        using var ann = await PresenceApi.WatchAsync(http, session, "u1", "Ann");
 
         using var response = await PostStateAsync(http, session, "u1", new JsonObject { ["draft"] = new string('x', 1100) });
         var problem = await response.Content.ReadFromJsonAsync<JsonObject>();
@@ -127,7 +127,7 @@ public sealed class StateTests
         await using var gateway = new GatewayFactory(Settings(maxStateBytes: 64));
         using var http = gateway.Client();
         var session = NewSessionId();
-        await using var bob = await HubMember.ConnectAsync(http.BaseAddress!, "u2", "Bob");
+        await using var bob = await SessionHubClient.ConnectAsync(http.BaseAddress!, "u2", "Bob");
 
         var notJoined = await Assert.ThrowsAsync<HubException>(() => bob.Connection.InvokeAsync("SetState", session, new JsonObject { ["typing"] = true }));
         await bob.Connection.InvokeAsync<JsonObject>("Join", session, null);
@@ -145,7 +145,7 @@ public sealed class StateTests
         await using var gateway = new GatewayFactory(Settings());
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var ann = await PresenceWatch.OpenAsync(http, session, "u1", "Ann");
+        using var ann = await PresenceApi.WatchAsync(http, session, "u1", "Ann");
 
         using var stranger = await PostStateAsync(http, session, "nobody", new JsonObject { ["typing"] = true });
         using var otherSession = await PostStateAsync(http, NewSessionId(), "u1", new JsonObject { ["typing"] = true });
@@ -163,7 +163,7 @@ public sealed class StateTests
         await using var gateway = new GatewayFactory(Settings());
         using var http = gateway.Client();
         var session = NewSessionId();
-        using var ann = await PresenceWatch.OpenAsync(http, session, "u1", "Ann");
+        using var ann = await PresenceApi.WatchAsync(http, session, "u1", "Ann");
 
         using var noClient = await http.PostAsync($"api/sessions/{session}/presence/state", JsonContent.Create(new JsonObject()));
         using var badClient = await PostStateAsync(http, session, "a b", new JsonObject());

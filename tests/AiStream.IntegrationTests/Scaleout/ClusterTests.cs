@@ -130,8 +130,8 @@ public sealed class ClusterTests(ClusterFixture fixture, ITestOutputHelper outpu
 
     private async Task CrossNodeRunAsync(HttpClient toA, HttpClient toB, string session, int owner)
     {
-        using var onA = await NodeWatcher.OpenAsync(toA, session, clientId: "a", name: "A");
-        using var onB = await NodeWatcher.OpenAsync(toB, session, clientId: "b", name: "B");
+        using var onA = await ScaleoutKit.WatchAsync(toA, session, clientId: "a", name: "A");
+        using var onB = await ScaleoutKit.WatchAsync(toB, session, clientId: "b", name: "B");
         var runId = await ScaleoutKit.StartRunAsync(toB, session, "Explain cluster slots");
         var endB = await onB.WaitForRunEndAsync(runId, TimeSpan.FromSeconds(20));
         var endA = await onA.WaitForRunEndAsync(runId, TimeSpan.FromSeconds(20));
@@ -143,8 +143,8 @@ public sealed class ClusterTests(ClusterFixture fixture, ITestOutputHelper outpu
         ScaleoutKit.AssertNoGapNoDuplicate(onB.Events.TakeWhile(e => e.Seq <= endB.Seq), label: label + " on B");
         // From where both watched on, the same events at the same positions, byte for byte, presence included.
         var from = Math.Max(onA.SnapshotHead ?? 0, onB.SnapshotHead ?? 0);
-        var seenOnA = onA.Live.Where(e => e.Seq > from && e.Seq <= endA.Seq).Select(e => (e.Seq, e.Json)).ToList();
-        var seenOnB = onB.Live.Where(e => e.Seq > from && e.Seq <= endB.Seq).Select(e => (e.Seq, e.Json)).ToList();
+        var seenOnA = onA.LiveEvents().Where(e => e.Seq > from && e.Seq <= endA.Seq).Select(e => (e.Seq, e.Json)).ToList();
+        var seenOnB = onB.LiveEvents().Where(e => e.Seq > from && e.Seq <= endB.Seq).Select(e => (e.Seq, e.Json)).ToList();
         Assert.Equal(seenOnB, seenOnA);
         Assert.Contains(seenOnA, e => e.Json.Contains("\"RUN_STARTED\"", StringComparison.Ordinal));
         var text = ScaleoutKit.RunText(onA.Events, runId);
@@ -180,7 +180,7 @@ public sealed class ClusterTests(ClusterFixture fixture, ITestOutputHelper outpu
         var others = fixture.Cluster.Ports.Where(p => p != owner).ToList();
         using var toA = fixture.A.Client();
 
-        using (var onA = await NodeWatcher.OpenAsync(toA, session, clientId: "a", name: "A"))
+        using (var onA = await ScaleoutKit.WatchAsync(toA, session, clientId: "a", name: "A"))
         {
             await onA.WaitForAsync(e => e.Name == "presence.join", "the watcher's own join");
             Assert.Equal(1, await ShardSubscribersAsync(owner, channel));

@@ -75,8 +75,8 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         var session = NewSessionId();
         using var a = cluster.A.Client();
         using var b = cluster.B.Client();
-        using var onA = await NodeWatcher.OpenAsync(a, session, name: "A");
-        using var onB = await NodeWatcher.OpenAsync(b, session, name: "B");
+        using var onA = await ScaleoutKit.WatchAsync(a, session, name: "A");
+        using var onB = await ScaleoutKit.WatchAsync(b, session, name: "B");
 
         var runId = await StartRunAsync(b, session, "Tell me about streaming");
         var endOnA = await onA.WaitForRunEndAsync(runId);
@@ -105,7 +105,7 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         Assert.Equal(text, RunText(onB.Events, runId));
 
         // A newcomer on A is caught up with exactly that text.
-        using var late = await NodeWatcher.OpenAsync(a, session, name: "A-late");
+        using var late = await ScaleoutKit.WatchAsync(a, session, name: "A-late");
         var snapshot = await late.WaitForAsync(e => e.Type == "MESSAGES_SNAPSHOT", "the snapshot");
         Assert.True(snapshot.Seq >= endOnA.Seq);
         Assert.Equal(text, SnapshotText(snapshot));
@@ -116,9 +116,9 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
     {
         var session = NewSessionId();
         using var a = cluster.A.Client();
-        await using var hub = await HubWatcher.ConnectAsync(cluster.B, clientId: "hub-" + session, memberName: "Hub");
+        await using var hub = await ScaleoutKit.ConnectHubAsync(cluster.B, clientId: "hub-" + session, memberName: "Hub");
         var join = await hub.JoinAsync(session);
-        using var onA = await NodeWatcher.OpenAsync(a, session, name: "A");
+        using var onA = await ScaleoutKit.WatchAsync(a, session, name: "A");
 
         var runId = await StartRunAsync(a, session, "Tell me about hubs");
         var endOnHub = await hub.WaitForRunEndAsync(session, runId);
@@ -151,7 +151,7 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         var session = NewSessionId();
         using var a = cluster.A.Client();
         using var b = cluster.B.Client();
-        using var onB = await NodeWatcher.OpenAsync(b, session, name: "B");
+        using var onB = await ScaleoutKit.WatchAsync(b, session, name: "B");
         var key = "order-" + Guid.NewGuid().ToString("N");
         var batch = new JsonArray(
             new JsonObject { ["type"] = "CUSTOM", ["name"] = "order.placed", ["value"] = new JsonObject { ["id"] = 7 } },
@@ -186,7 +186,7 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         var marker = await MarkAsync(b, session);
         Assert.Equal(seqs[1] + 1, marker);
         await onB.WaitForSeqAsync(marker);
-        Assert.Equal([seqs[0], seqs[1], marker], WithoutPresence(onB.Live).Select(e => e.Seq));
+        Assert.Equal([seqs[0], seqs[1], marker], WithoutPresence(onB.LiveEvents()).Select(e => e.Seq));
         Assert.Single(onB.Events, e => e.Name == "order.placed");
         AssertNoGapNoDuplicate(onB.Events, label: "B");
         Assert.Equal(marker, (await InfoAsync(a, session))["headSeq"]!.GetValue<long>());
@@ -199,9 +199,9 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         var session = NewSessionId();
         using var a = cluster.A.Client();
         using var b = cluster.B.Client();
-        using var stayer = await NodeWatcher.OpenAsync(b, session, name: "B-stayer");
-        var onA = await NodeWatcher.OpenAsync(a, session, clientId: "reader-" + session, name: "A");
-        List<NodeEvent> before;
+        using var stayer = await ScaleoutKit.WatchAsync(b, session, name: "B-stayer");
+        var onA = await ScaleoutKit.WatchAsync(a, session, clientId: "reader-" + session, name: "A");
+        List<WatchedEvent> before;
         string runId;
         try
         {
@@ -217,7 +217,7 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         var lastId = before[^1].Id;
         Assert.DoesNotContain(before, e => e.IsRunEnd);
 
-        using var resumed = await NodeWatcher.OpenAsync(b, session, lastEventId: lastId, clientId: "reader-" + session, name: "B-resumed");
+        using var resumed = await ScaleoutKit.WatchAsync(b, session, lastEventId: lastId, clientId: "reader-" + session, name: "B-resumed");
         var end = await resumed.WaitForRunEndAsync(runId, TimeSpan.FromSeconds(15));
         var endOnStayer = await stayer.WaitForRunEndAsync(runId, TimeSpan.FromSeconds(15));
 
@@ -257,13 +257,13 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
 
         // ...then a watcher on A: A mirrors the session, and checkpoints its projection at the head (the watcher's
         // join) on its next maintenance pass. The stream keeps every event.
-        using var onA = await NodeWatcher.OpenAsync(a, session, name: "A");
+        using var onA = await ScaleoutKit.WatchAsync(a, session, name: "A");
         var head = (await onA.WaitForAsync(e => e.Name == "presence.join", "the watcher's join")).Seq;
         await WaitUntilAsync(async () => await CheckpointSeqAsync(session) == head, "A to checkpoint the session at " + head);
         Assert.Contains("2-0", await cluster.Redis.CommandAsync("XRANGE", $"aistream:{{{session}}}:log", "-", "+"), StringComparison.Ordinal);
 
         // A client that read up to step.2 (anywhere) resumes on B, which has never seen the session.
-        using var resumed = await NodeWatcher.OpenAsync(b, session, lastEventId: 2, name: "B-resumed");
+        using var resumed = await ScaleoutKit.WatchAsync(b, session, lastEventId: 2, name: "B-resumed");
         await resumed.WaitForSeqAsync(head);
 
         Assert.DoesNotContain(resumed.Events, e => e.Type == "MESSAGES_SNAPSHOT");
@@ -293,8 +293,8 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         var upstream = cluster.CancelUpstream;
         using var gate = new SemaphoreSlim(0);
         upstream.Then(new UpstreamScript.Gated(Fixtures.Events("openai-chat-text-usage-long.sse"), gate));
-        using var onA = await NodeWatcher.OpenAsync(a, session, name: "A");
-        using var onB = await NodeWatcher.OpenAsync(b, session, name: "B");
+        using var onA = await ScaleoutKit.WatchAsync(a, session, name: "A");
+        using var onB = await ScaleoutKit.WatchAsync(b, session, name: "B");
 
         var runId = await StartRunAsync(b, session, "hi", model: "gpt-cancel");
         gate.Release(4); // the role chunk and three words; then the upstream holds the stream open
@@ -352,8 +352,8 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         await using var k = await cluster.StartNodeAsync("K-presence");
         using var onK = k.Client();
         using var b = cluster.B.Client();
-        using var tabOnB = await NodeWatcher.OpenAsync(b, session, clientId: member, memberName: "Ann", name: "tab on B");
-        using var tabOnK = await NodeWatcher.OpenAsync(onK, session, clientId: member, memberName: "Ann", name: "tab on K");
+        using var tabOnB = await ScaleoutKit.WatchAsync(b, session, clientId: member, memberName: "Ann", name: "tab on B");
+        using var tabOnK = await ScaleoutKit.WatchAsync(onK, session, clientId: member, memberName: "Ann", name: "tab on K");
 
         foreach (var http in new[] { onK, b })
         {
@@ -369,7 +369,7 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         await tabOnB.WaitForSeqAsync(marker);
         await tabOnK.WaitForSeqAsync(marker);
         Assert.Single(tabOnB.Events, e => e.Name == "presence.join" && e.MemberId == member);
-        Assert.DoesNotContain(tabOnK.Live, e => e.Name == "presence.join");
+        Assert.DoesNotContain(tabOnK.LiveEvents(), e => e.Name == "presence.join");
 
         // The tab on K is renewed by K alone: once K is gone it expires within the TTL (plus a sweep or two).
         k.Kill();
@@ -393,7 +393,7 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         await using var k = await cluster.StartNodeAsync("K-orphan");
         using var onK = k.Client();
         using var b = cluster.B.Client();
-        using var onB = await NodeWatcher.OpenAsync(b, session, name: "B");
+        using var onB = await ScaleoutKit.WatchAsync(b, session, name: "B");
 
         var runId = await StartRunAsync(onK, session, LongPrompt, model: "slow");
         await onB.WaitForCountAsync(e => e.Type == "TEXT_MESSAGE_CONTENT", 4, "a few words of the answer");
@@ -423,13 +423,13 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         await using var k = await cluster.StartNodeAsync("K-paused");
         using var onK = k.Client();
         using var b = cluster.B.Client();
-        using var onB = await NodeWatcher.OpenAsync(b, session, name: "B");
+        using var onB = await ScaleoutKit.WatchAsync(b, session, name: "B");
         var runId = await StartRunAsync(onK, session, LongPrompt, model: "slow");
         await onB.WaitForCountAsync(e => e.Type == "TEXT_MESSAGE_CONTENT", 4, "a few words of the answer");
 
         // K stops answering (a long pause, a frozen VM, a partition): to the others it is gone, and its run is ended.
         await SignalAsync(k, "STOP");
-        NodeEvent end;
+        WatchedEvent end;
         try
         {
             end = await onB.WaitForRunEndAsync(runId, TimeSpan.FromSeconds(NodeTimeoutSeconds + 6));
@@ -448,7 +448,7 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
             "K to log that it stopped " + runId);
         var marker = await MarkAsync(b, session);
         await onB.WaitForSeqAsync(marker);
-        var afterEnd = (Func<NodeEvent, bool>)(e => e.Seq > end.Seq && !e.IsPresence && (e.RunId == runId || e.Type.StartsWith("TEXT_MESSAGE", StringComparison.Ordinal)));
+        var afterEnd = (Func<WatchedEvent, bool>)(e => e.Seq > end.Seq && !e.IsPresenceChange && (e.RunId == runId || e.Type.StartsWith("TEXT_MESSAGE", StringComparison.Ordinal)));
         Assert.DoesNotContain(onB.Events, e => afterEnd(e));
         Assert.Single(onB.Events, e => e.IsRunEnd && e.RunId == runId);
         AssertNoGapNoDuplicate(onB.Events, label: "B");
@@ -474,7 +474,7 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         using var watchedGate = new SemaphoreSlim(0);
         using var idleGate = new SemaphoreSlim(0);
         upstream.Then(new UpstreamScript.Gated(events, watchedGate), new UpstreamScript.Gated(events, idleGate));
-        using var onA = await NodeWatcher.OpenAsync(a, watchedSession, name: "A");
+        using var onA = await ScaleoutKit.WatchAsync(a, watchedSession, name: "A");
 
         var watchedRun = await StartRunAsync(b, watchedSession, "hi", model: "gpt-idle");
         await WaitUntilAsync(() => Task.FromResult(upstream.RequestCount >= 1), "the watched run's upstream request");
@@ -506,7 +506,7 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
         AssertNoGapNoDuplicate(onA.Events, label: "A");
 
         // The unwatched run's end is in its log: cancelled, because idle.
-        using var replay = await NodeWatcher.OpenAsync(b, idleSession, after: 0, name: "replay on B");
+        using var replay = await ScaleoutKit.WatchAsync(b, idleSession, after: 0, name: "replay on B");
         var idleEnd = await replay.WaitForRunEndAsync(idleRun);
         Assert.Equal("RUN_FINISHED", idleEnd.Type);
         Assert.Equal("cancelled", idleEnd.OutcomeType);

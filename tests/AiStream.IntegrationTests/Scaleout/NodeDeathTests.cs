@@ -103,7 +103,7 @@ public sealed class NodeDeathTests(NodeDeathFixture fixture, ITestOutputHelper o
         {
             var session = ScaleoutKit.NewSessionId();
             using var toB = fixture.B.Client();
-            using var w2 = await NodeWatcher.OpenAsync(toB, session, clientId: "w2", name: "W2@B");
+            using var w2 = await ScaleoutKit.WatchAsync(toB, session, clientId: "w2", name: "W2@B");
             string runId;
             using (var toA = a.Client())
             {
@@ -121,7 +121,7 @@ public sealed class NodeDeathTests(NodeDeathFixture fixture, ITestOutputHelper o
 
             // The old process's run is gone with it: whoever notices must end it for its watchers, on both nodes.
             using var toRestarted = a.Client();
-            using var w1 = await NodeWatcher.OpenAsync(toRestarted, session, lastEventId: started.Seq, clientId: "w1", name: "W1@S-restarted");
+            using var w1 = await ScaleoutKit.WatchAsync(toRestarted, session, lastEventId: started.Seq, clientId: "w1", name: "W1@S-restarted");
             var end = await w2.WaitForRunEndAsync(runId, TimeSpan.FromSeconds(NodeTimeout + 4));
             Assert.Equal("RUN_ERROR", end.Type);
             Assert.Equal("node_lost", end.Str("code"));
@@ -146,7 +146,7 @@ public sealed class NodeDeathTests(NodeDeathFixture fixture, ITestOutputHelper o
         using var toB = fixture.B.Client();
         using var toP = p.Client();
         var session = ScaleoutKit.NewSessionId();
-        using var w = await NodeWatcher.OpenAsync(toB, session, clientId: "w", name: "W@B");
+        using var w = await ScaleoutKit.WatchAsync(toB, session, clientId: "w", name: "W@B");
         var runId = await ScaleoutKit.StartRunAsync(toP, session, NodeDeathDrill.Prompt);
         var started = await w.WaitForAsync(e => e.Type == "RUN_STARTED" && e.RunId == runId, "RUN_STARTED");
         await w.WaitForCountAsync(e => e.Type == "TEXT_MESSAGE_CONTENT" && e.Seq > started.Seq, 5, "five words");
@@ -291,11 +291,11 @@ internal static class NodeDeathDrill
         var context = $"session {session}, kill after {killAfter} words, run on {(runOnDoomed ? "the doomed node" : "the survivor")}";
         using var toDoomed = doomed.Client();
         using var toSurvivor = survivor.Client();
-        using var w1 = await NodeWatcher.OpenAsync(toDoomed, session, clientId: "w1", name: "W1@doomed");
-        using var w2 = await NodeWatcher.OpenAsync(toSurvivor, session, clientId: "w2", name: "W2@survivor");
+        using var w1 = await ScaleoutKit.WatchAsync(toDoomed, session, clientId: "w1", name: "W1@doomed");
+        using var w2 = await ScaleoutKit.WatchAsync(toSurvivor, session, clientId: "w2", name: "W2@survivor");
         var runId = await ScaleoutKit.StartRunAsync(runOnDoomed ? toDoomed : toSurvivor, session, Prompt);
         var started = await w1.WaitForAsync(e => e.Type == "RUN_STARTED" && e.RunId == runId, "RUN_STARTED on W1", Patience);
-        bool Word(NodeEvent e) => e.Type == "TEXT_MESSAGE_CONTENT" && e.Seq > started.Seq;
+        bool Word(WatchedEvent e) => e.Type == "TEXT_MESSAGE_CONTENT" && e.Seq > started.Seq;
         var deadline = DateTime.UtcNow + Patience;
         while (w1.Events is var seen && seen.Count(Word) < killAfter && !seen.Any(e => e.IsRunEnd))
         {
@@ -316,7 +316,7 @@ internal static class NodeDeathDrill
             await w2.WaitForRunEndAsync(runId, Patience);
         }
 
-        using var resumed = await NodeWatcher.OpenAsync(toSurvivor, session, lastEventId: last, clientId: "w1", name: "W1@survivor");
+        using var resumed = await ScaleoutKit.WatchAsync(toSurvivor, session, lastEventId: last, clientId: "w1", name: "W1@survivor");
         var end2 = await w2.WaitForRunEndAsync(runId, Patience);
         if (last < end2.Seq)
         {

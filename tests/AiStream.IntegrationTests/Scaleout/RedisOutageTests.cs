@@ -47,8 +47,8 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
         using var b = nodeB.Client();
         var expected = await ReferenceTextAsync(b);
         var session = NewSessionId();
-        using var onA = await NodeWatcher.OpenAsync(a, session, name: "A");
-        using var onB = await NodeWatcher.OpenAsync(b, session, name: "B");
+        using var onA = await ScaleoutKit.WatchAsync(a, session, name: "A");
+        using var onB = await ScaleoutKit.WatchAsync(b, session, name: "B");
 
         var runId = await StartRunAsync(b, session, LongPrompt, model: "slow");
         await onA.WaitForCountAsync(e => e.Type == "TEXT_MESSAGE_CONTENT", 4, "the first words on A");
@@ -114,7 +114,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
         using var a = nodeA.Client();
         using var b = nodeB.Client();
         var session = NewSessionId();
-        using var onA = await NodeWatcher.OpenAsync(a, session, name: "A");
+        using var onA = await ScaleoutKit.WatchAsync(a, session, name: "A");
         long head = 0;
         for (var i = 1; i <= 5; i++)
         {
@@ -153,8 +153,8 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
         using var b = nodeB.Client();
         var expected = await ReferenceTextAsync(b);
         var session = NewSessionId();
-        using var onA = await NodeWatcher.OpenAsync(a, session, name: "A");
-        using var onB = await NodeWatcher.OpenAsync(b, session, name: "B");
+        using var onA = await ScaleoutKit.WatchAsync(a, session, name: "A");
+        using var onB = await ScaleoutKit.WatchAsync(b, session, name: "B");
 
         var runId = await StartRunAsync(b, session, LongPrompt, model: "slow");
         await onA.WaitForCountAsync(e => e.Type == "TEXT_MESSAGE_CONTENT", 4, "the first words on A");
@@ -181,7 +181,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
 
             // Redis kept everything: a node that never saw the session loads it whole.
             using var c = nodeC.Client();
-            using var onC = await NodeWatcher.OpenAsync(c, session, name: "C");
+            using var onC = await ScaleoutKit.WatchAsync(c, session, name: "C");
             var snapshot = await onC.WaitForAsync(e => e.Type == "MESSAGES_SNAPSHOT", "the snapshot on C");
             Assert.Equal(text, SnapshotText(snapshot));
             Assert.Equal(LongPrompt, snapshot.Data["messages"]!.AsArray().First()!["content"]!.GetValue<string>());
@@ -206,8 +206,8 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
         using var b = nodeB.Client();
         using var c = nodeC.Client();
         var session = NewSessionId();
-        using var onA = await NodeWatcher.OpenAsync(a, session, name: "A");
-        using var onB = await NodeWatcher.OpenAsync(b, session, name: "B");
+        using var onA = await ScaleoutKit.WatchAsync(a, session, name: "A");
+        using var onB = await ScaleoutKit.WatchAsync(b, session, name: "B");
         var first = await PublishMessageAsync(a, session, "msg-1", "Before the restart");
         await onB.WaitForSeqAsync(first);
 
@@ -219,7 +219,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
         Assert.DoesNotContain(onB.Events, e => e.IsGap);
 
         // C never saw the session: it loads it from Redis now, and must still see the whole conversation.
-        using var onC = await NodeWatcher.OpenAsync(c, session, name: "C");
+        using var onC = await ScaleoutKit.WatchAsync(c, session, name: "C");
         var snapshot = await onC.WaitForAsync(e => e.Type == "MESSAGES_SNAPSHOT", "the snapshot on C");
         Assert.Equal(["Before the restart", "After the restart"],
             snapshot.Data["messages"]!.AsArray().Select(m => m!["content"]!.GetValue<string>()));
@@ -318,7 +318,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
         Assert.True(again == 201, $"publish after recovery answered {again}: {answer}");
         Assert.False(answer!["replayed"]!.GetValue<bool>());
         Assert.Equal([before + 1], answer["seqs"]!.AsArray().Select(s => s!.GetValue<long>()));
-        using var watcher = await NodeWatcher.OpenAsync(http, session, after: before - 1, name: "replay");
+        using var watcher = await ScaleoutKit.WatchAsync(http, session, after: before - 1, name: "replay");
         await watcher.WaitForSeqAsync(before + 1);
         Assert.Equal(["test.marker", "order.placed"], WithoutPresence(watcher.Events).Take(2).Select(e => e.Name));
         AssertNoGapNoDuplicate(watcher.Events, first: before, label: "replay");
@@ -334,7 +334,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
         var session = NewSessionId();
         using var gate = new SemaphoreSlim(0);
         upstream.Then(new UpstreamScript.Gated(Fixtures.Events("openai-chat-text-usage-long.sse"), gate));
-        using var watcher = await NodeWatcher.OpenAsync(http, session, name: "A");
+        using var watcher = await ScaleoutKit.WatchAsync(http, session, name: "A");
         var runId = await StartRunAsync(http, session, "hi", model: "gpt-up");
         gate.Release(3);
         await watcher.WaitForCountAsync(e => e.Type == "TEXT_MESSAGE_CONTENT", 3, "two words of the answer"); // and the user's message
@@ -363,7 +363,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
     /// <summary>The assistant text of the last assistant message in the catch-up snapshot a brand-new watcher gets.</summary>
     private static async Task<string?> NewcomerTextAsync(HttpClient http, string session)
     {
-        using var late = await NodeWatcher.OpenAsync(http, session, name: "newcomer on " + http.BaseAddress);
+        using var late = await ScaleoutKit.WatchAsync(http, session, name: "newcomer on " + http.BaseAddress);
         return SnapshotText(await late.WaitForAsync(e => e.Type == "MESSAGES_SNAPSHOT", "the snapshot"));
     }
 
@@ -371,7 +371,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
     private static async Task<string> ReferenceTextAsync(HttpClient http)
     {
         var session = NewSessionId();
-        using var watcher = await NodeWatcher.OpenAsync(http, session, name: "reference");
+        using var watcher = await ScaleoutKit.WatchAsync(http, session, name: "reference");
         var runId = await StartRunAsync(http, session, LongPrompt);
         var end = await watcher.WaitForRunEndAsync(runId);
         Assert.Equal("success", end.OutcomeType);
@@ -384,7 +384,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
     /// Writes what the watchers saw, the shared log in Redis and the nodes' logs to the test output, for a failed
     /// assertion: a rare failure can then be diagnosed from the CI log.
     /// </summary>
-    private async Task DumpAsync(RedisServer redis, string session, NodeWatcher[] watchers, GatewayProcess[] nodes)
+    private async Task DumpAsync(RedisServer redis, string session, SessionWatcher[] watchers, GatewayProcess[] nodes)
     {
         foreach (var watcher in watchers)
         {
@@ -407,7 +407,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
     }
 
     /// <summary>Every <c>stream.gap</c> notice is followed at once by a catch-up snapshot at the position it names.</summary>
-    private static void AssertGapsAreFollowedBySnapshots(NodeWatcher watcher)
+    private static void AssertGapsAreFollowedBySnapshots(SessionWatcher watcher)
     {
         var events = watcher.Events;
         for (var i = 0; i < events.Count; i++)

@@ -1,356 +1,9 @@
 using System.Globalization;
 using System.Net.Http.Json;
 using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
-using AiStream.IntegrationTests.Infrastructure;
-using Microsoft.AspNetCore.SignalR.Client;
 
 namespace AiStream.IntegrationTests.Scaleout;
-
-/// <summary>One session event as a scale-out watcher received it: its <c>id:</c> line and its exact JSON text.</summary>
-internal sealed record NodeEvent(long Id, string Json)
-{
-    public JsonObject Data { get; } = (JsonObject)JsonNode.Parse(Json)!;
-
-    public string Type => Data["type"]!.GetValue<string>();
-
-    public long Seq => Data["seq"]!.GetValue<long>();
-
-    public string? Str(string name) => Data[name] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
-
-    /// <summary>The CUSTOM event's name, else null.</summary>
-    public string? Name => Type == "CUSTOM" ? Str("name") : null;
-
-    /// <summary>The CUSTOM event's value as an object, else null.</summary>
-    public JsonObject? Value => Data["value"] as JsonObject;
-
-    public string? RunId => Str("runId");
-
-    public string? MessageId => Str("messageId");
-
-    /// <summary>A <c>CUSTOM presence.join/leave/update</c> (not the snapshot's <c>presence.snapshot</c>).</summary>
-    public bool IsPresence => Name is "presence.join" or "presence.leave" or "presence.update";
-
-    /// <summary>The member id of a presence.join/leave/update, else null.</summary>
-    public string? MemberId => IsPresence ? Value?["id"]?.GetValue<string>() : null;
-
-    /// <summary>The notice a node writes when it could not fill a gap in its copy of the log (a snapshot follows).</summary>
-    public bool IsGap => Name == "stream.gap";
-
-    public bool IsRunEnd => Type is "RUN_FINISHED" or "RUN_ERROR";
-
-    /// <summary>RUN_FINISHED's outcome type (an AG-UI 1.0 object, or a plain string).</summary>
-    public string? OutcomeType => Data["outcome"] is JsonObject o ? o["type"]?.GetValue<string>() : Str("outcome");
-
-    /// <summary>Why a run was cancelled, beside its outcome.</summary>
-    public string? OutcomeReason => (Data["outcome"] as JsonObject)?["reason"]?.GetValue<string>() ?? Str("reason");
-
-    public override string ToString() => Json;
-}
-
-/// <summary>
-/// An SSE watch of <c>GET /api/sessions/{id}/events</c> on one node, read in the background: every event (presence,
-/// snapshot and gap notices included) is recorded in order, so tests wait for events instead of sleeping. Disposing it
-/// closes the connection, as a closed tab does.
-/// </summary>
-internal sealed class NodeWatcher : IDisposable
-{
-    private static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(10);
-
-    private readonly HttpResponseMessage _response;
-    private readonly SseReader _reader;
-    private readonly CancellationTokenSource _stop = new();
-    private readonly List<NodeEvent> _events = [];
-    private readonly List<string> _comments = [];
-    private readonly Task _pump;
-
-    private NodeWatcher(string name, HttpResponseMessage response, Stream stream)
-    {
-        Name = name;
-        _response = response;
-        _reader = new SseReader(stream);
-        _pump = Task.Run(PumpAsync);
-    }
-
-    /// <summary>A label for messages (e.g. "A" or "B-resumed").</summary>
-    public string Name { get; }
-
-    public HttpResponseMessage Response => _response;
-
-    /// <summary>True once the stream ended (the gateway closed it, the node died, or the watch was disposed).</summary>
-    public bool Ended { get; private set; }
-
-    /// <summary>Everything received so far, in order.</summary>
-    public List<NodeEvent> Events
-    {
-        get
-        {
-            lock (_events)
-            {
-                return [.. _events];
-            }
-        }
-    }
-
-    /// <summary>Comment lines (heartbeats, disconnect reasons) received so far.</summary>
-    public List<string> Comments
-    {
-        get
-        {
-            lock (_events)
-            {
-                return [.. _comments];
-            }
-        }
-    }
-
-    /// <summary>The last <c>id:</c> received: what a reconnecting client sends as <c>Last-Event-ID</c>.</summary>
-    public long? LastId => Events.LastOrDefault()?.Id;
-
-    /// <summary>The position of the join snapshot, when the watch started with one.</summary>
-    public long? SnapshotHead => Events.FirstOrDefault() is { Type: "MESSAGES_SNAPSHOT" } first ? first.Id : null;
-
-    /// <summary>The events after the leading catch-up snapshot (all of them when the watch started with a replay).</summary>
-    public List<NodeEvent> Live => ScaleoutKit.WithoutSnapshots(Events);
-
-    /// <summary>
-    /// Opens a watch on <paramref name="http"/>'s node. Once the headers are back the node has subscribed it.
-    /// <paramref name="clientId"/> (and <paramref name="memberName"/>) make it a given presence member.
-    /// </summary>
-    public static async Task<NodeWatcher> OpenAsync(HttpClient http, string sessionId, long? lastEventId = null, long? after = null,
-        string? clientId = null, string? memberName = null, string? name = null)
-    {
-        var query = new List<string>();
-        if (after is { } a)
-        {
-            query.Add("after=" + a.ToString(CultureInfo.InvariantCulture));
-        }
-
-        if (clientId is not null)
-        {
-            query.Add("clientId=" + Uri.EscapeDataString(clientId));
-        }
-
-        if (memberName is not null)
-        {
-            query.Add("name=" + Uri.EscapeDataString(memberName));
-        }
-
-        var uri = $"api/sessions/{sessionId}/events" + (query.Count > 0 ? "?" + string.Join('&', query) : "");
-        using var request = new HttpRequestMessage(HttpMethod.Get, uri);
-        request.Headers.Accept.ParseAdd("text/event-stream");
-        if (lastEventId is { } last)
-        {
-            request.Headers.Add("Last-Event-ID", last.ToString(CultureInfo.InvariantCulture));
-        }
-
-        var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-        if ((int)response.StatusCode != 200)
-        {
-            var body = await response.Content.ReadAsStringAsync();
-            response.Dispose();
-            Assert.Fail($"watch on {http.BaseAddress} answered {(int)response.StatusCode}: {body}");
-        }
-
-        Assert.Equal("text/event-stream", response.Content.Headers.ContentType!.MediaType);
-        return new NodeWatcher(name ?? http.BaseAddress?.Authority ?? "watch", response, await response.Content.ReadAsStreamAsync());
-    }
-
-    /// <summary>Waits for the first event, from the start of the watch, that matches; fails with what was seen.</summary>
-    public async Task<NodeEvent> WaitForAsync(Func<NodeEvent, bool> match, string what, TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? DefaultTimeout);
-        while (true)
-        {
-            if (Events.FirstOrDefault(match) is { } found)
-            {
-                return found;
-            }
-
-            if (Ended || DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"{(Ended ? "The watch " + Name + " ended" : "Timed out on watch " + Name)} waiting for {what}; seen:\n{string.Join("\n", Events)}");
-            }
-
-            await Task.Delay(10);
-        }
-    }
-
-    /// <summary>Waits for the RUN_FINISHED or RUN_ERROR of <paramref name="runId"/>.</summary>
-    public Task<NodeEvent> WaitForRunEndAsync(string runId, TimeSpan? timeout = null) =>
-        WaitForAsync(e => e.IsRunEnd && e.RunId == runId, "the end of run " + runId, timeout);
-
-    /// <summary>Waits until the event at position <paramref name="seq"/> (or a later one) arrived.</summary>
-    public Task<NodeEvent> WaitForSeqAsync(long seq, TimeSpan? timeout = null) =>
-        WaitForAsync(e => e.Seq >= seq, "position " + seq.ToString(CultureInfo.InvariantCulture), timeout);
-
-    /// <summary>Waits until at least <paramref name="count"/> events matching <paramref name="match"/> arrived.</summary>
-    public async Task<List<NodeEvent>> WaitForCountAsync(Func<NodeEvent, bool> match, int count, string what, TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? DefaultTimeout);
-        while (true)
-        {
-            var found = Events.Where(match).ToList();
-            if (found.Count >= count)
-            {
-                return found;
-            }
-
-            if (Ended || DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"{(Ended ? "The watch " + Name + " ended" : "Timed out on watch " + Name)} waiting for {count} x {what} (have {found.Count}); seen:\n{string.Join("\n", Events)}");
-            }
-
-            await Task.Delay(10);
-        }
-    }
-
-    /// <summary>Waits until the gateway (or a dead node) ended the stream.</summary>
-    public async Task WaitForEndAsync(TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? DefaultTimeout);
-        while (!Ended)
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"The watch {Name} did not end; seen:\n{string.Join("\n", Events)}");
-            }
-
-            await Task.Delay(10);
-        }
-    }
-
-    private async Task PumpAsync()
-    {
-        try
-        {
-            while (await _reader.NextEventAsync(_stop.Token) is { } lines)
-            {
-                var id = lines.FirstOrDefault(l => l.StartsWith("id: ", StringComparison.Ordinal));
-                var data = lines.FirstOrDefault(l => l.StartsWith("data: ", StringComparison.Ordinal));
-                lock (_events)
-                {
-                    _comments.AddRange(lines.Where(l => l.StartsWith(':')));
-                    if (data is not null && id is not null)
-                    {
-                        _events.Add(new NodeEvent(long.Parse(id["id: ".Length..], CultureInfo.InvariantCulture), data["data: ".Length..]));
-                    }
-                }
-            }
-        }
-        catch (Exception ex) when (ex is OperationCanceledException or IOException or ObjectDisposedException or HttpRequestException)
-        {
-            // Closed by the test, by the gateway, or the node died.
-        }
-        finally
-        {
-            Ended = true;
-        }
-    }
-
-    public void Dispose()
-    {
-        _stop.Cancel();
-        _response.Dispose();
-        _pump.Wait(TimeSpan.FromSeconds(5));
-        _reader.Dispose();
-        _stop.Dispose();
-    }
-}
-
-/// <summary>
-/// A .NET SignalR client of <c>/hubs/sessions</c> on one node, recording every <c>Event(sessionId, event)</c> per
-/// session (the exact JSON text it received), with the same waiting helpers as <see cref="NodeWatcher"/>.
-/// </summary>
-internal sealed class HubWatcher : IAsyncDisposable
-{
-    private static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(10);
-    private readonly List<(string SessionId, NodeEvent Event)> _received = [];
-
-    private HubWatcher(HubConnection connection) => Connection = connection;
-
-    public HubConnection Connection { get; }
-
-    /// <summary>Everything received for <paramref name="sessionId"/> so far, in order.</summary>
-    public List<NodeEvent> Events(string sessionId)
-    {
-        lock (_received)
-        {
-            return _received.Where(r => r.SessionId == sessionId).Select(r => r.Event).ToList();
-        }
-    }
-
-    /// <summary>Connects to <paramref name="node"/>'s hub, as member <paramref name="clientId"/> when given.</summary>
-    public static async Task<HubWatcher> ConnectAsync(GatewayProcess node, string? clientId = null, string? memberName = null)
-    {
-        var query = new List<string>();
-        if (clientId is not null)
-        {
-            query.Add("clientId=" + Uri.EscapeDataString(clientId));
-        }
-
-        if (memberName is not null)
-        {
-            query.Add("name=" + Uri.EscapeDataString(memberName));
-        }
-
-        var url = new Uri(node.BaseAddress, "hubs/sessions" + (query.Count > 0 ? "?" + string.Join('&', query) : ""));
-        var connection = new HubConnectionBuilder().WithUrl(url).WithStatefulReconnect().Build();
-        var watcher = new HubWatcher(connection);
-        connection.On<string, JsonElement>("Event", (sessionId, e) =>
-        {
-            var json = e.GetRawText();
-            var seq = JsonNode.Parse(json)!["seq"]!.GetValue<long>();
-            lock (watcher._received)
-            {
-                watcher._received.Add((sessionId, new NodeEvent(seq, json)));
-            }
-        });
-        try
-        {
-            await connection.StartAsync();
-        }
-        catch
-        {
-            await connection.DisposeAsync();
-            throw;
-        }
-
-        return watcher;
-    }
-
-    /// <summary><c>Join(sessionId, afterSeq)</c>; returns the answer (<c>{sessionId, headSeq, snapshot}</c>).</summary>
-    public async Task<JsonObject> JoinAsync(string sessionId, long? afterSeq = null)
-    {
-        var answer = await Connection.InvokeAsync<JsonElement>("Join", sessionId, afterSeq);
-        return (JsonObject)JsonNode.Parse(answer.GetRawText())!;
-    }
-
-    public async Task<NodeEvent> WaitForAsync(string sessionId, Func<NodeEvent, bool> match, string what, TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? DefaultTimeout);
-        while (true)
-        {
-            if (Events(sessionId).FirstOrDefault(match) is { } found)
-            {
-                return found;
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"Timed out on the hub waiting for {what}; received:\n{string.Join("\n", Events(sessionId))}");
-            }
-
-            await Task.Delay(10);
-        }
-    }
-
-    public Task<NodeEvent> WaitForRunEndAsync(string sessionId, string runId, TimeSpan? timeout = null) =>
-        WaitForAsync(sessionId, e => e.IsRunEnd && e.RunId == runId, "the end of run " + runId, timeout);
-
-    public ValueTask DisposeAsync() => Connection.DisposeAsync();
-}
 
 /// <summary>Starting gateway nodes against one Redis, and the calls and assertions the scale-out tests share.</summary>
 internal static class ScaleoutKit
@@ -463,6 +116,26 @@ internal static class ScaleoutKit
 
     public static string NewSessionId() => "x-" + Guid.NewGuid().ToString("N")[..12];
 
+    /// <summary>
+    /// Opens a watch on <paramref name="http"/>'s node, read in the background: every event (presence, snapshot and gap
+    /// notices included) is recorded in order, so tests wait for events instead of sleeping. Once the headers are back
+    /// the node has subscribed it. <paramref name="clientId"/> (and <paramref name="memberName"/>) make it a given
+    /// presence member; <paramref name="name"/> labels it in messages.
+    /// </summary>
+    public static Task<SessionWatcher> WatchAsync(HttpClient http, string sessionId, long? lastEventId = null, long? after = null,
+        string? clientId = null, string? memberName = null, string? name = null) =>
+        SessionWatcher.OpenAsync(http, sessionId, lastEventId, after, clientId, memberName, name: name, background: true);
+
+    /// <summary>
+    /// The events of a watch after its leading catch-up snapshot (all of them when it started with a replay), with later
+    /// gap notices and their snapshots dropped too (see <see cref="WithoutSnapshots"/>).
+    /// </summary>
+    public static List<WatchedEvent> LiveEvents(this SessionWatcher watcher) => WithoutSnapshots(watcher.Events);
+
+    /// <summary>Connects a hub client (with stateful reconnect) to <paramref name="node"/>, as member <paramref name="clientId"/> when given.</summary>
+    public static Task<SessionHubClient> ConnectHubAsync(GatewayProcess node, string? clientId = null, string? memberName = null) =>
+        SessionHubClient.ConnectAsync(node.BaseAddress, clientId, memberName, statefulReconnect: true);
+
     /// <summary>Starts a run with one user message; asserts 202 and returns the run id.</summary>
     public static async Task<string> StartRunAsync(HttpClient http, string sessionId, string content = "hi", string? model = null)
     {
@@ -567,9 +240,9 @@ internal static class ScaleoutKit
     /// notice and the snapshot that follows it, together with the events that share the snapshot's position (state,
     /// presence list, runs in progress). What is left is the events that each hold their own position.
     /// </summary>
-    public static List<NodeEvent> WithoutSnapshots(IEnumerable<NodeEvent> events)
+    public static List<WatchedEvent> WithoutSnapshots(IEnumerable<WatchedEvent> events)
     {
-        var result = new List<NodeEvent>();
+        var result = new List<WatchedEvent>();
         long? snapshotAt = null;
         foreach (var e in events)
         {
@@ -597,7 +270,7 @@ internal static class ScaleoutKit
     /// <see cref="WithoutSnapshots"/>); a gap notice (at the head it resumes from, never below what came before) and
     /// the snapshot after it restart the count.
     /// </summary>
-    public static void AssertNoGapNoDuplicate(IEnumerable<NodeEvent> events, long? first = null, string? label = null)
+    public static void AssertNoGapNoDuplicate(IEnumerable<WatchedEvent> events, long? first = null, string? label = null)
     {
         var all = events.ToList();
         long? previous = first is { } f ? f - 1 : null;
@@ -641,7 +314,7 @@ internal static class ScaleoutKit
     }
 
     /// <summary>Asserts positions are strictly increasing, snapshots and gap notices skipped, gaps allowed.</summary>
-    public static void AssertStrictlyIncreasing(IEnumerable<NodeEvent> events, string? label = null)
+    public static void AssertStrictlyIncreasing(IEnumerable<WatchedEvent> events, string? label = null)
     {
         var live = WithoutSnapshots(events);
         for (var i = 1; i < live.Count; i++)
@@ -658,7 +331,7 @@ internal static class ScaleoutKit
     /// and a snapshot's <c>TEXT_MESSAGE_START</c> restarts a message, so a watch with a (correct) snapshot in the
     /// middle renders the same text as one without.
     /// </summary>
-    public static string RunText(IEnumerable<NodeEvent> events, string? runId = null)
+    public static string RunText(IEnumerable<WatchedEvent> events, string? runId = null)
     {
         var texts = new Dictionary<string, StringBuilder>();
         var order = new List<string>();
@@ -721,7 +394,7 @@ internal static class ScaleoutKit
     }
 
     /// <summary>The content of an assistant message in a <c>MESSAGES_SNAPSHOT</c> (the last assistant one when <paramref name="messageId"/> is null).</summary>
-    public static string? SnapshotText(NodeEvent snapshot, string? messageId = null)
+    public static string? SnapshotText(WatchedEvent snapshot, string? messageId = null)
     {
         Assert.Equal("MESSAGES_SNAPSHOT", snapshot.Type);
         var messages = snapshot.Data["messages"]!.AsArray().OfType<JsonObject>().Where(m => m["role"]?.GetValue<string>() == "assistant");
@@ -730,9 +403,9 @@ internal static class ScaleoutKit
     }
 
     /// <summary>The id of the first assistant message these events open.</summary>
-    public static string AssistantMessageId(IEnumerable<NodeEvent> events) =>
+    public static string AssistantMessageId(IEnumerable<WatchedEvent> events) =>
         events.First(e => e.Type == "TEXT_MESSAGE_START" && e.Str("role") == "assistant").MessageId!;
 
     /// <summary>Events other than presence joins, leaves and updates (for comparing run content).</summary>
-    public static List<NodeEvent> WithoutPresence(IEnumerable<NodeEvent> events) => events.Where(e => !e.IsPresence).ToList();
+    public static List<WatchedEvent> WithoutPresence(IEnumerable<WatchedEvent> events) => events.Where(e => !e.IsPresenceChange).ToList();
 }

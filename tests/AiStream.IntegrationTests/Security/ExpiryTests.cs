@@ -61,8 +61,8 @@ public sealed class ExpiryTests
         using var fresh = gateway.Client().WithBearer(Mint("alice", Rights));
         using var resumed = await SessionWatcher.OpenAsync(fresh, session, lastEventId: lastId);
         var next = await resumed.ReadUntilAsync(e => e.Str("name") == "while-away-2");
-        Assert.Equal(lastId + 1, resumed.All[0].Id);
-        AssertConsecutive(resumed.All, lastId + 1);
+        Assert.Equal(lastId + 1, resumed.Events[0].Id);
+        AssertConsecutive(resumed.Events, lastId + 1);
         Assert.Equal(missed, next.Where(e => e.Str("name")?.StartsWith("while-away", StringComparison.Ordinal) == true).Select(e => e.Id));
     }
 

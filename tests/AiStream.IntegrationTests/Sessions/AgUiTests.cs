@@ -69,7 +69,7 @@ public sealed class AgUiTests
         Assert.All(middle.Skip(1).SkipLast(1), t => Assert.Equal("TEXT_MESSAGE_CONTENT", t));
         // Only this run's events, in log order (the session's other events, such as presence, are not part of the run).
         Assert.Equal(events.Select(e => e.Id).Order().Distinct(), events.Select(e => e.Id));
-        Assert.Equal(watcher.All.Where(e => e.Id >= events[0].Id && e.Id <= events[^1].Id && !e.IsPresence).Select(e => e.Id), events.Select(e => e.Id));
+        Assert.Equal(watcher.Events.Where(e => e.Id >= events[0].Id && e.Id <= events[^1].Id && !e.IsPresence).Select(e => e.Id), events.Select(e => e.Id));
         // The watcher saw the same run at the same positions, with the same fields (AG-UI drops only the gateway's extras).
         var byId = watcher.Live.ToDictionary(e => e.Id);
         foreach (var (id, e) in events)

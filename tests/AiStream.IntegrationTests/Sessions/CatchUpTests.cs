@@ -21,7 +21,7 @@ public sealed class CatchUpTests
         var runId = await StartRunAsync(http, session);
         // The user's message is one content event; then four of the assistant's.
         var before = await b.ReadUntilAsync(_ => b.Seen.Count(e => e.Type == "TEXT_MESSAGE_CONTENT") >= 5);
-        var last = b.All[^1].Id;
+        var last = b.Events[^1].Id;
         var bBefore = b.Live.ToList();
         b.Dispose(); // the socket closes mid-run
         var beforeRunEnded = await InfoAsync(http, session);
@@ -33,9 +33,9 @@ public sealed class CatchUpTests
 
         Assert.Contains(runId, ActiveRuns(beforeRunEnded)); // the disconnect really was mid-run
         Assert.Null(resumed.SnapshotHead); // a replay, not a snapshot
-        Assert.Equal(last + 1, resumed.All[0].Seq);
+        Assert.Equal(last + 1, resumed.Events[0].Seq);
         // Every position B saw, before and after the disconnect, once each and in order.
-        AssertConsecutive(bBefore.Concat(resumed.All), b.SnapshotHead + 1);
+        AssertConsecutive(bBefore.Concat(resumed.Events), b.SnapshotHead + 1);
         var messageId = AssistantMessageId(whole);
         var text = TextOf(whole, messageId);
         Assert.True(text.Length > 100, text);
@@ -80,7 +80,7 @@ public sealed class CatchUpTests
         Assert.Equal(TextOf(all.Where(e => e.Seq <= head), messageId), snapshot[4].Str("delta"));
         AssertConsecutive(late.Live, head + 1);
         Assert.Equal(all.Where(e => e.Seq > head).Select(e => e.Json), live.Select(e => e.Json));
-        Assert.Equal(head, late.All.Single(e => e.Str("name") == "presence.snapshot").Id);
+        Assert.Equal(head, late.Events.Single(e => e.Str("name") == "presence.snapshot").Id);
         Assert.Equal(TextOf(all, messageId), TextOf(snapshot.Concat(live), messageId));
         Assert.Contains(live, e => e.Type == "TEXT_MESSAGE_CONTENT"); // it joined mid-run, not after
     }
@@ -112,7 +112,7 @@ public sealed class CatchUpTests
             Assert.Equal("marker", next!.Str("name"));
             Assert.Equal(marker[0], next.Seq);
             // Before the marker: the snapshot (messages, state, presence) and the watcher's own presence.join, no more.
-            Assert.InRange(watcher.All.Count, 4, 6);
+            Assert.InRange(watcher.Events.Count, 4, 6);
             AssertConsecutive(watcher.Live, snapshot[0].Id + 1);
         }
     }
@@ -146,6 +146,6 @@ public sealed class CatchUpTests
         Assert.Equal(Enumerable.Range(61, 40).Select(i => (long)i), replay.Select(e => e.Seq));
         Assert.All(replay, e => Assert.Equal("CUSTOM", e.Type));
         Assert.Equal(marker[0], (await kept.NextAsync())!.Seq);
-        AssertConsecutive(kept.All, 61);
+        AssertConsecutive(kept.Events, 61);
     }
 }

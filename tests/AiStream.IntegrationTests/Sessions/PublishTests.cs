@@ -103,7 +103,7 @@ public sealed class PublishTests : IAsyncLifetime, IDisposable
         Assert.Equal(marker[0], (await watcher.NextAsync())!.Seq);
         // Nothing else was in the log but the watcher's own presence.
         Assert.Equal([1L, 2L, 3L, 4L, marker[0]], watcher.Seen.Select(e => e.Seq));
-        AssertConsecutive(watcher.All, 1);
+        AssertConsecutive(watcher.Events, 1);
         Assert.Equal(marker[0], (await InfoAsync(_http, session))["headSeq"]!.GetValue<long>());
     }
 

@@ -44,11 +44,11 @@ public sealed class RunTests
         Assert.Equal("requested", finished.OutcomeReason);
         Assert.Equal(marker[0], all[^1].Seq);
         // Between the end of the run and the marker there is at most the run's agent leaving the presence list.
-        Assert.All(one.All.Where(e => e.Seq > finished.Seq && e.Seq < marker[0]), e => Assert.True(e.IsPresence, e.ToString()));
+        Assert.All(one.Events.Where(e => e.Seq > finished.Seq && e.Seq < marker[0]), e => Assert.True(e.IsPresence, e.ToString()));
         Assert.Single(all, e => e.Type == "RUN_FINISHED");
         // Apart from the join snapshots (stamped at join time), both watchers got the same bytes.
         var bothLive = Math.Max(one.SnapshotHead!.Value, two.SnapshotHead!.Value);
-        Assert.Equal(one.All.Where(e => e.Seq > bothLive).Select(e => e.Json), two.All.Where(e => e.Seq > bothLive).Select(e => e.Json));
+        Assert.Equal(one.Events.Where(e => e.Seq > bothLive).Select(e => e.Json), two.Events.Where(e => e.Seq > bothLive).Select(e => e.Json));
         Assert.DoesNotContain(runId, ActiveRuns(info));
         // It was cut short: what it said is a strict prefix of the same (deterministic) answer left to finish.
         var full = await uncancelled.ReadUntilTypeAsync("RUN_FINISHED");
@@ -199,7 +199,7 @@ public sealed class RunTests
         Assert.Empty(ActiveRuns(done));
         Assert.InRange(done["headSeq"]!.GetValue<long>(), events[^1].Seq, marker[0] - 1);
         Assert.Equal(marker[0], afterMarker["headSeq"]!.GetValue<long>());
-        Assert.Equal(two.All[^1].Seq, afterMarker["headSeq"]!.GetValue<long>());
+        Assert.Equal(two.Events[^1].Seq, afterMarker["headSeq"]!.GetValue<long>());
         Assert.Equal(1, done["firstSeq"]!.GetValue<long>());
     }
 }

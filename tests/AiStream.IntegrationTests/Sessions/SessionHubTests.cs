@@ -97,7 +97,7 @@ public sealed class SessionHubTests
         // Same positions and the same bytes as the SSE watcher, presence included.
         var hubLive = hub.All.Where(x => x.SessionId == session && x.Event.Seq > head).Select(x => x.Event).ToList();
         AssertConsecutive(hubLive, head + 1);
-        Assert.Equal(sse.All.Where(e => e.Seq > head && e.Seq <= hubLive[^1].Seq).Select(e => e.Json), hubLive.Select(e => e.Json));
+        Assert.Equal(sse.Events.Where(e => e.Seq > head && e.Seq <= hubLive[^1].Seq).Select(e => e.Json), hubLive.Select(e => e.Json));
         Assert.Equal(TextOf(overSse, AssistantMessageId(overSse)), TextOf(run, AssistantMessageId(run)));
     }
 

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Microsoft.AspNetCore.Http.Connections;
 using Microsoft.AspNetCore.SignalR.Client;
 
 namespace AiStream.LoadTest.Clients;
@@ -20,18 +19,7 @@ internal sealed class HubWatcher : Watcher
     {
         _sessionId = sessionId;
         _afterSeq = afterSeq;
-        _connection = new HubConnectionBuilder()
-            .WithUrl(hubUrl, o =>
-            {
-                o.Transports = HttpTransportType.WebSockets;
-                o.SkipNegotiation = true;
-                // The .NET client sends it as Authorization: Bearer on the WebSocket upgrade (?access_token= only in browsers).
-                if (bearerToken is not null)
-                {
-                    o.AccessTokenProvider = () => Task.FromResult<string?>(bearerToken);
-                }
-            })
-            .Build();
+        _connection = SessionHubClient.CreateConnection(hubUrl, bearerToken, webSocketsOnly: true);
 
         // Two cores shared with the gateway can delay pings under load; a generous timeout keeps that from ending a watch.
         _connection.ServerTimeout = TimeSpan.FromMinutes(2);

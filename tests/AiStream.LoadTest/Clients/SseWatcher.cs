@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Net;
-using System.Text;
 using AiStream.LoadTest.Infrastructure;
 
 namespace AiStream.LoadTest.Clients;
@@ -59,8 +58,8 @@ internal sealed class SseWatcher : Watcher
     {
         try
         {
-            using var reader = new StreamReader(stream, Encoding.UTF8, false, 8 * 1024);
-            while (await reader.ReadLineAsync(_stop.Token) is { } line)
+            using var reader = new SseReader(stream, 8 * 1024);
+            while (await reader.NextLineAsync(_stop.Token) is { } line)
             {
                 if (line.StartsWith("data: ", StringComparison.Ordinal))
                 {

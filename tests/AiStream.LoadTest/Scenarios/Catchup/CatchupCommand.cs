@@ -190,11 +190,11 @@ public sealed class CatchupCommand : ScenarioCommand<CatchupSettings>
         var marker = string.Create(CultureInfo.InvariantCulture, $"\"value\":{live}");
         await PublishAsync(http, gateway, sessionId,
             [string.Create(CultureInfo.InvariantCulture, $$"""{"type":"CUSTOM","name":"loadtest.live","value":{{live}}}""")], timeout.Token);
-        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(timeout.Token), Encoding.UTF8, false, 64 * 1024);
+        using var reader = new SseReader(await response.Content.ReadAsStreamAsync(timeout.Token), 64 * 1024);
         long bytes = 0;
         long events = 0;
         long firstEvent = 0;
-        while (await reader.ReadLineAsync(timeout.Token) is { } line)
+        while (await reader.NextLineAsync(timeout.Token) is { } line)
         {
             bytes += Encoding.UTF8.GetByteCount(line) + 1;
             if (!line.StartsWith("data: ", StringComparison.Ordinal))

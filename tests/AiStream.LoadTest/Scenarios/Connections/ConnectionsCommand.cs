@@ -130,7 +130,7 @@ public sealed class ConnectionsCommand : ScenarioCommand<ConnectionsSettings>
         HttpMessageInvoker http, TimeSpan settle, ScenarioResult result, CancellationToken cancellationToken)
     {
         var external = target == Gateway && settings.Url is not null;
-        var assembly = target == Gateway ? GatewayProcess.Locate(settings.GatewayDll) : GatewayProcess.LocateFloor();
+        var assembly = target == Gateway ? GatewayProcess.Locate(settings.GatewayDll) : BuildOutput.Locate(Path.Combine("tests", "AiStream.LoadTest.Floor"), "AiStream.LoadTest.Floor.dll");
         await using var server = external ? null : await GatewayProcess.StartAsync(assembly, auth.ServerSettings(), waitUntilReady: !settings.Smoke);
         var baseAddress = server?.BaseAddress ?? new Uri(settings.Url!.TrimEnd('/') + "/");
         var pid = server?.ProcessId ?? settings.GatewayPid;

@@ -336,10 +336,10 @@ public sealed class ProxyCommand : ScenarioCommand<ProxySettings>
                     throw new HttpRequestException($"status {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
                 }
 
-                using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancellationToken), Encoding.UTF8, false, 16 * 1024);
+                using var reader = new SseReader(await response.Content.ReadAsStreamAsync(cancellationToken), 16 * 1024);
                 var chunks = 0;
                 var done = false;
-                while (await reader.ReadLineAsync(cancellationToken) is { } line)
+                while (await reader.NextLineAsync(cancellationToken) is { } line)
                 {
                     if (!line.StartsWith("data: ", StringComparison.Ordinal))
                     {

@@ -4,14 +4,14 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 
-namespace AiStream.IntegrationTests.Infrastructure;
+namespace AiStream.Testing;
 
 /// <summary>
-/// What the process fixtures (<see cref="RedisServer"/>, <see cref="RedisCluster"/>, <see cref="GatewayProcess"/>) share:
-/// free loopback ports, SIGTERM, and a last-resort kill of every child still running when the test host exits, so a
-/// fixture a test forgot to dispose does not outlive the run.
+/// What the process fixtures share (the gateway, redis-server, nginx, in the tests and in the load tool): free loopback
+/// ports, finding an executable, SIGTERM, and a last-resort kill of every child still running when the host process
+/// exits, so a fixture a test forgot to dispose (or a run that was interrupted) does not outlive it.
 /// </summary>
-internal static class ChildProcesses
+public static class ChildProcesses
 {
     private static readonly ConcurrentDictionary<int, Process> Running = new();
 
@@ -26,7 +26,7 @@ internal static class ChildProcesses
         };
     }
 
-    /// <summary>A loopback port nobody listens on right now (the same way the other fixtures pick theirs).</summary>
+    /// <summary>A loopback port nobody listens on right now.</summary>
     public static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
@@ -34,7 +34,28 @@ internal static class ChildProcesses
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
-    /// <summary>Remembers a started child so it is killed if the test host exits while it still runs.</summary>
+    /// <summary>The first of <paramref name="names"/> found on PATH (or /usr/sbin, /usr/bin), else null.</summary>
+    public static string? FindExecutable(params string[] names)
+    {
+        var path = (Environment.GetEnvironmentVariable("PATH") ?? string.Empty)
+            .Split(':', StringSplitOptions.RemoveEmptyEntries)
+            .Concat(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin"]);
+        foreach (var name in names)
+        {
+            foreach (var folder in path)
+            {
+                var candidate = Path.Combine(folder, name);
+                if (File.Exists(candidate))
+                {
+                    return candidate;
+                }
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Remembers a started child so it is killed if the host process exits while it still runs.</summary>
     public static void Track(Process process) => Running[process.Id] = process;
 
     public static void Untrack(Process process) => Running.TryRemove(process.Id, out _);

@@ -1,11 +1,22 @@
 using System.Text;
 
-namespace AiStream.IntegrationTests.Infrastructure;
+namespace AiStream.Testing;
 
-/// <summary>Reads a raw SSE response line by line, so tests see exactly what went over the wire.</summary>
-internal sealed class SseReader(Stream stream) : IDisposable
+/// <summary>
+/// Reads a raw SSE response line by line, so callers see exactly what went over the wire: event by event
+/// (<see cref="NextEventAsync"/>, the tests) or line by line (<see cref="NextLineAsync"/>, the load tool, which scans
+/// thousands of streams and counts their bytes).
+/// </summary>
+public sealed class SseReader : IDisposable
 {
-    private readonly StreamReader _reader = new(stream, Encoding.UTF8);
+    private readonly StreamReader _reader;
+
+    /// <param name="stream">The response body.</param>
+    /// <param name="bufferSize">The reader's buffer (-1: the default); the load tool reads in larger blocks.</param>
+    public SseReader(Stream stream, int bufferSize = -1) => _reader = new StreamReader(stream, Encoding.UTF8, true, bufferSize);
+
+    /// <summary>The next raw line (without its line end); null at the end of the stream.</summary>
+    public ValueTask<string?> NextLineAsync(CancellationToken cancellationToken = default) => _reader.ReadLineAsync(cancellationToken);
 
     /// <summary>The next event as its raw lines (comment, data, ...), without the blank line; null at the end.</summary>
     public async Task<List<string>?> NextEventAsync(CancellationToken cancellationToken = default)

@@ -72,6 +72,11 @@ internal sealed partial class RedisConnectionSlots(
                 return null;
             }
         }
+        catch
+        {
+            Give(key, lease);
+            throw;
+        }
 
         return new Slot(this, key, lease);
     }

@@ -15,6 +15,7 @@ public sealed class SessionHubClient : IAsyncDisposable
 {
     private static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(10);
     private readonly List<(string SessionId, WatchedEvent Event)> _received = [];
+    private int _read; // how far ReadUntilAsync has read
 
     private SessionHubClient(HubConnection connection) => Connection = connection;
 
@@ -28,6 +29,61 @@ public sealed class SessionHubClient : IAsyncDisposable
             lock (_received)
             {
                 return _received.Select(r => r.Event).ToList();
+            }
+        }
+    }
+
+    /// <summary>Every event <see cref="ReadUntilAsync"/> has read so far, in order, with the session it was tagged with.</summary>
+    public List<(string SessionId, WatchedEvent Event)> All
+    {
+        get
+        {
+            lock (_received)
+            {
+                return _received.Take(_read).ToList();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Reads on from where the last call stopped, up to and including the first non-presence event of
+    /// <paramref name="sessionId"/> that matches <paramref name="stop"/>; returns that session's non-presence events read.
+    /// </summary>
+    public async Task<List<WatchedEvent>> ReadUntilAsync(string sessionId, Func<WatchedEvent, bool> stop, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? DefaultTimeout);
+        var events = new List<WatchedEvent>();
+        while (true)
+        {
+            (string SessionId, WatchedEvent Event)? next = null;
+            lock (_received)
+            {
+                if (_read < _received.Count)
+                {
+                    next = _received[_read++];
+                }
+            }
+
+            if (next is not { } item)
+            {
+                if (DateTime.UtcNow > deadline)
+                {
+                    throw new TimeoutException($"Timed out on the hub reading session {sessionId}; read:\n{string.Join("\n", events)}");
+                }
+
+                await Task.Delay(5);
+                continue;
+            }
+
+            if (item.SessionId != sessionId || item.Event.IsPresence)
+            {
+                continue;
+            }
+
+            events.Add(item.Event);
+            if (stop(item.Event))
+            {
+                return events;
             }
         }
     }

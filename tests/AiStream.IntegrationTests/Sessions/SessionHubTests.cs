@@ -1,6 +1,5 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Threading.Channels;
 using AiStream.IntegrationTests.Infrastructure;
 using Microsoft.AspNetCore.SignalR;
 using Microsoft.AspNetCore.SignalR.Client;
@@ -11,59 +10,6 @@ namespace AiStream.IntegrationTests.Sessions;
 /// <summary><c>/hubs/sessions</c> with the official .NET SignalR client: the same log, JSON and positions as the SSE watch.</summary>
 public sealed class SessionHubTests
 {
-    /// <summary>One hub connection and everything its <c>Event(sessionId, event)</c> handler received.</summary>
-    private sealed class HubClient : IAsyncDisposable
-    {
-        private readonly Channel<(string SessionId, WatchedEvent Event)> _events = Channel.CreateUnbounded<(string, WatchedEvent)>();
-
-        private HubClient(HubConnection connection)
-        {
-            Connection = connection;
-            connection.On<string, JsonElement>("Event", (sessionId, e) =>
-            {
-                var json = e.GetRawText();
-                _events.Writer.TryWrite((sessionId, new WatchedEvent(JsonNode.Parse(json)!["seq"]!.GetValue<long>(), json)));
-            });
-        }
-
-        public HubConnection Connection { get; }
-
-        /// <summary>Every event received, in order, with the session it was tagged with.</summary>
-        public List<(string SessionId, WatchedEvent Event)> All { get; } = [];
-
-        public static async Task<HubClient> ConnectAsync(Uri baseAddress)
-        {
-            var connection = new HubConnectionBuilder().WithUrl(new Uri(baseAddress, "hubs/sessions")).WithStatefulReconnect().Build();
-            var client = new HubClient(connection);
-            await connection.StartAsync();
-            return client;
-        }
-
-        /// <summary>Reads up to and including the first non-presence event of <paramref name="sessionId"/> that matches.</summary>
-        public async Task<List<WatchedEvent>> ReadUntilAsync(string sessionId, Func<WatchedEvent, bool> stop)
-        {
-            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-            var events = new List<WatchedEvent>();
-            while (true)
-            {
-                var (session, e) = await _events.Reader.ReadAsync(cts.Token);
-                All.Add((session, e));
-                if (session != sessionId || e.IsPresence)
-                {
-                    continue;
-                }
-
-                events.Add(e);
-                if (stop(e))
-                {
-                    return events;
-                }
-            }
-        }
-
-        public async ValueTask DisposeAsync() => await Connection.DisposeAsync();
-    }
-
     private static JsonElement RunRequest(string content) => JsonSerializer.SerializeToElement(new JsonObject
     {
         ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = content }),
@@ -76,7 +22,7 @@ public sealed class SessionHubTests
         using var http = gateway.Client();
         var session = NewSessionId();
         using var sse = await SessionWatcher.OpenAsync(http, session);
-        await using var hub = await HubClient.ConnectAsync(http.BaseAddress!);
+        await using var hub = await SessionHubClient.ConnectAsync(http.BaseAddress!, statefulReconnect: true);
 
         var join = await hub.Connection.InvokeAsync<JsonElement>("Join", session, null);
         var runId = await hub.Connection.InvokeAsync<string>("StartRun", session, RunRequest("hi"));
@@ -108,7 +54,7 @@ public sealed class SessionHubTests
         using var http = gateway.Client();
         var first = NewSessionId();
         var second = NewSessionId();
-        await using var hub = await HubClient.ConnectAsync(http.BaseAddress!);
+        await using var hub = await SessionHubClient.ConnectAsync(http.BaseAddress!, statefulReconnect: true);
         await hub.Connection.InvokeAsync<JsonElement>("Join", first, null);
         await hub.Connection.InvokeAsync<JsonElement>("Join", second, null);
 
@@ -139,7 +85,7 @@ public sealed class SessionHubTests
         using var http = gateway.Client();
         var session = NewSessionId();
         var seqs = await PublishAsync(http, session, Enumerable.Range(1, 10).Select(i => Custom("n", i)).ToArray());
-        await using var hub = await HubClient.ConnectAsync(http.BaseAddress!);
+        await using var hub = await SessionHubClient.ConnectAsync(http.BaseAddress!, statefulReconnect: true);
 
         var join = await hub.Connection.InvokeAsync<JsonElement>("Join", session, seqs[3]);
         var replay = await hub.ReadUntilAsync(session, e => e.Seq == seqs[^1]);
@@ -159,7 +105,7 @@ public sealed class SessionHubTests
         await using var gateway = new GatewayFactory(Sim());
         using var http = gateway.Client();
         var session = NewSessionId();
-        await using var hub = await HubClient.ConnectAsync(http.BaseAddress!);
+        await using var hub = await SessionHubClient.ConnectAsync(http.BaseAddress!, statefulReconnect: true);
 
         var error = await Assert.ThrowsAsync<HubException>(() =>
             hub.Connection.InvokeAsync<long>("Publish", session, JsonSerializer.SerializeToElement(new JsonObject { ["type"] = "NOPE" })));

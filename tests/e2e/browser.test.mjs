@@ -48,6 +48,8 @@ test('two tabs and a curl watcher: one member per person, text word by word in b
   let curlOutput = '';
   curl.stdout.on('data', (chunk) => { curlOutput += chunk; });
   t.after(() => curl.kill('SIGKILL'));
+  // curl watches before the tabs open, so it sees the person's join live (not inside its catch-up snapshot).
+  await eventually('curl to be watching', async () => curlOutput.includes('retry:'));
 
   await tab1.goto(`${GATEWAY_URL}/#${sid}`);
   await tab2.goto(`${GATEWAY_URL}/#${sid}`);

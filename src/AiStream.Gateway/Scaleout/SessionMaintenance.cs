@@ -8,68 +8,142 @@ namespace AiStream.Gateway.Scaleout;
 internal sealed class SessionMaintenance(RedisSessionCommands commands, SessionMirrors mirrors, StreamSync sync, OutageBuffer buffer, ScaleoutOptions scaleout,
     TimeProvider time, ILogger logger)
 {
-    /// <summary>How many sessions one maintenance pass keeps in flight: their commands share the connection's pipeline.</summary>
-    private const int MaintenanceParallelism = 64;
+    /// <summary>
+    /// How many sessions that must first be loaded or flushed (after an outage) one pass works on at once: each of those
+    /// reads or writes a whole log, unlike the few small commands of a session in step.
+    /// </summary>
+    private const int RecoveryParallelism = 64;
 
     private RedisConnection Redis => commands.Redis;
+
+    /// <summary>How often a watched session's key lifetime is renewed: a quarter of it, at most five minutes.</summary>
+    private TimeSpan TtlRenewal => TimeSpan.FromTicks(Math.Min(commands.KeyTtl.Ticks / 4, TimeSpan.FromMinutes(5).Ticks));
 
     /// <summary>
     /// One maintenance pass, run every <see cref="ScaleoutOptions.MaintenanceSeconds"/> by every node: advertise this
     /// node's watchers, learn other nodes' watchers for local runs, pick up missed events, write checkpoints, flush
-    /// buffered events, end runs whose node died, and forget sessions nobody here needs. Sessions are maintained
-    /// concurrently (each in order), so a pass over 10,000 sessions costs round trips in flight together rather than
-    /// 10,000 in a row.
+    /// buffered events, end runs whose node died, and forget sessions nobody here needs. The pass is pipelined: every
+    /// session's commands are issued before any reply is awaited, so a pass over 10,000 sessions in step costs one
+    /// round trip (and one more for the few that have events to fetch, a checkpoint due or an orphaned run), not 10,000.
     /// </summary>
     public async Task MaintainAsync(IReadOnlySet<string> liveNodes, CancellationToken cancellationToken)
     {
         var now = time.GetUtcNow();
         var idle = TimeSpan.FromSeconds(scaleout.MirrorIdleSeconds);
+        var passes = new List<Task>(mirrors.Count + 1);
+        var recovering = new List<SessionMirror>();
+        foreach (var mirror in mirrors.All)
+        {
+            if (!mirror.Loaded && mirror.BufferedCount == 0 && !mirror.Retained)
+            {
+                // Nobody here needs it loaded: nothing to do in Redis.
+                if (mirror.IsUnused(idle))
+                {
+                    mirrors.Forget(mirror);
+                }
+            }
+            else if (!mirror.Loaded || mirror.BufferedCount > 0)
+            {
+                recovering.Add(mirror);
+            }
+            else
+            {
+                // Runs until it first awaits a reply, having issued its commands: the next session's go out right behind.
+                passes.Add(MaintainAsync(mirror, liveNodes, now, idle, cancellationToken));
+            }
+        }
+
+        if (recovering.Count > 0)
+        {
+            passes.Add(Parallel.ForEachAsync(recovering, new ParallelOptions { MaxDegreeOfParallelism = RecoveryParallelism, CancellationToken = cancellationToken },
+                async (mirror, token) => await RecoverAsync(mirror, liveNodes, now, idle, token).ConfigureAwait(false)));
+        }
+
         try
         {
-            await Parallel.ForEachAsync(mirrors.All, new ParallelOptions { MaxDegreeOfParallelism = MaintenanceParallelism, CancellationToken = cancellationToken },
-                async (mirror, token) => await MaintainAsync(mirror, liveNodes, now, idle, token).ConfigureAwait(false)).ConfigureAwait(false);
+            await Task.WhenAll(passes).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
         }
     }
 
-    private async Task MaintainAsync(SessionMirror mirror, IReadOnlySet<string> liveNodes, DateTimeOffset now, TimeSpan idle, CancellationToken cancellationToken)
+    /// <summary>Loads a mirror a run or buffered events need, writes its buffered events, then maintains it.</summary>
+    private async Task RecoverAsync(SessionMirror mirror, IReadOnlySet<string> liveNodes, DateTimeOffset now, TimeSpan idle, CancellationToken cancellationToken)
     {
         try
         {
+            await mirrors.EnsureLoadedAsync(mirror, cancellationToken).ConfigureAwait(false);
             if (!mirror.Loaded)
             {
-                if (mirror.BufferedCount > 0 || mirror.Retained)
-                {
-                    await mirrors.EnsureLoadedAsync(mirror, cancellationToken).ConfigureAwait(false);
-                }
-                else if (mirror.IsUnused(idle))
-                {
-                    mirrors.Forget(mirror);
-                }
-
-                if (!mirror.Loaded)
-                {
-                    return;
-                }
+                return;
             }
 
             if (mirror.BufferedCount > 0)
             {
                 await buffer.FlushAsync(mirror, cancellationToken).ConfigureAwait(false);
             }
+        }
+        catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
+        {
+            return; // Redis is away; the next pass tries again.
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            SessionStoreLog.MaintenanceFailed(logger, mirror.SessionId, ex);
+            return;
+        }
 
-            await AdvertiseAsync(mirror, now).ConfigureAwait(false);
-            await sync.CatchUpAsync(mirror, cancellationToken).ConfigureAwait(false);
+        await MaintainAsync(mirror, liveNodes, now, idle, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Maintains one loaded session. Its reads (the shared head, other nodes' watchers for a local run, the owners of its
+    /// active runs) and its watcher advertisement are issued together before the first await; what depends on their
+    /// answers (a catch-up, a checkpoint, ending an orphaned run, forgetting the mirror) follows.
+    /// </summary>
+    private async Task MaintainAsync(SessionMirror mirror, IReadOnlySet<string> liveNodes, DateTimeOffset now, TimeSpan idle, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var db = Redis.Database;
+            var watchers = Redis.Key(mirror.SessionId, "w");
+            var issued = new List<Task>(4);
+            if (Advertise(db, mirror, watchers, now) is { } unadvertised)
+            {
+                issued.Add(unadvertised);
+            }
+
+            // A run here: count watchers on other nodes, for idle-cancel.
+            var remote = mirror.Retained ? db.SortedSetRangeByScoreAsync(watchers, now.ToUnixTimeMilliseconds(), double.PositiveInfinity) : null;
+            var head = mirror.BufferedCount == 0 ? db.StringGetAsync(Redis.Key(mirror.SessionId, "seq")) : null;
+            var active = mirror.Log.ActiveRuns();
+            var owners = active.Count > 0 ? db.HashGetAsync(Redis.Key(mirror.SessionId, "runs"), active.Select(r => (RedisValue)r).ToArray()) : null;
+            issued.AddRange(((Task?[])[remote, head, owners]).OfType<Task>());
+            await Task.WhenAll(issued).ConfigureAwait(false);
+
+            if (remote is not null)
+            {
+                mirror.RemoteWatchers = (await remote.ConfigureAwait(false)).Count(n => n != Redis.NodeId);
+            }
+
+            if (head is not null)
+            {
+                await sync.CatchUpToAsync(mirror, (long?)await head.ConfigureAwait(false) ?? 0, cancellationToken).ConfigureAwait(false);
+            }
+
             await commands.CheckpointAsync(mirror, now, force: false).ConfigureAwait(false);
-            await EndOrphansAsync(mirror, liveNodes).ConfigureAwait(false);
+            if (owners is not null)
+            {
+                await EndOrphansAsync(mirror, active, await owners.ConfigureAwait(false), liveNodes).ConfigureAwait(false);
+            }
+
             if (mirror.IsUnused(idle) && mirror.BufferedCount == 0)
             {
                 mirrors.Forget(mirror);
                 if (mirror.Advertised)
                 {
-                    await Redis.Database.SortedSetRemoveAsync(Redis.Key(mirror.SessionId, "w"), Redis.NodeId).ConfigureAwait(false);
+                    await db.SortedSetRemoveAsync(watchers, Redis.NodeId).ConfigureAwait(false);
                 }
 
                 if (mirror.Queue is { } queue)
@@ -88,16 +162,13 @@ internal sealed class SessionMaintenance(RedisSessionCommands commands, SessionM
         }
     }
 
-    /// <summary>How often a watched session's key lifetime is renewed: a quarter of it, at most five minutes.</summary>
-    private TimeSpan TtlRenewal => TimeSpan.FromTicks(Math.Min(commands.KeyTtl.Ticks / 4, TimeSpan.FromMinutes(5).Ticks));
-
-    private async Task AdvertiseAsync(SessionMirror mirror, DateTimeOffset now)
+    /// <summary>
+    /// Advertises this node as a watcher of the session while it has local watchers (fire and forget), and renews the
+    /// keys' lifetime every few minutes; returns the removal of the advertisement when the last one left, else null.
+    /// </summary>
+    private Task<bool>? Advertise(IDatabase db, SessionMirror mirror, RedisKey watchers, DateTimeOffset now)
     {
-        var db = Redis.Database;
-        var watchers = Redis.Key(mirror.SessionId, "w");
-        var localWatchers = mirror.Log.Watchers;
-        var ttl = commands.KeyTtl;
-        if (localWatchers > 0)
+        if (mirror.Log.Watchers > 0)
         {
             var until = (now + TimeSpan.FromSeconds(scaleout.NodeTimeoutSeconds)).ToUnixTimeMilliseconds();
             _ = db.SortedSetAddAsync(watchers, Redis.NodeId, until, CommandFlags.FireAndForget);
@@ -108,40 +179,34 @@ internal sealed class SessionMaintenance(RedisSessionCommands commands, SessionM
                 mirror.TtlRenewedAt = now;
                 foreach (var name in (string[])["seq", "log", "lb", "cp", "w"])
                 {
-                    _ = db.KeyExpireAsync(Redis.Key(mirror.SessionId, name), ttl, CommandFlags.FireAndForget);
+                    _ = db.KeyExpireAsync(Redis.Key(mirror.SessionId, name), commands.KeyTtl, CommandFlags.FireAndForget);
                 }
             }
 
             mirror.Advertised = true;
+            return null;
         }
-        else if (mirror.Advertised)
+
+        if (mirror.Advertised)
         {
             mirror.Advertised = false;
-            await db.SortedSetRemoveAsync(watchers, Redis.NodeId).ConfigureAwait(false);
+            return db.SortedSetRemoveAsync(watchers, Redis.NodeId);
         }
 
-        if (mirror.Retained)
-        {
-            // A run here: count watchers on other nodes, for idle-cancel.
-            var live = await db.SortedSetRangeByScoreAsync(watchers, now.ToUnixTimeMilliseconds(), double.PositiveInfinity).ConfigureAwait(false);
-            mirror.RemoteWatchers = live.Count(n => n != Redis.NodeId);
-        }
+        return null;
     }
 
-    /// <summary>Ends runs the log shows active whose node is gone: their watchers would otherwise wait forever.</summary>
-    private async Task EndOrphansAsync(SessionMirror mirror, IReadOnlySet<string> liveNodes)
+    /// <summary>
+    /// Ends runs the log shows active whose node is gone (their watchers would otherwise wait forever), given the owners
+    /// read for <paramref name="runIds"/>; a run that ended meanwhile (the catch-up brought its end) is left alone.
+    /// </summary>
+    private async Task EndOrphansAsync(SessionMirror mirror, IReadOnlyList<string> runIds, RedisValue[] owners, IReadOnlySet<string> liveNodes)
     {
-        var active = mirror.Log.ActiveRuns();
-        if (active.Count == 0)
+        var stillActive = mirror.Log.ActiveRuns();
+        for (var i = 0; i < runIds.Count; i++)
         {
-            return;
-        }
-
-        var runs = Redis.Key(mirror.SessionId, "runs");
-        foreach (var runId in active)
-        {
-            var owner = (string?)await Redis.Database.HashGetAsync(runs, runId).ConfigureAwait(false);
-            if (owner is null or RedisRunControl.Ended || owner == Redis.NodeId || liveNodes.Contains(owner))
+            var (runId, owner) = (runIds[i], (string?)owners[i]);
+            if (owner is null or RedisRunControl.Ended || owner == Redis.NodeId || liveNodes.Contains(owner) || !stillActive.Contains(runId))
             {
                 continue;
             }

@@ -157,23 +157,25 @@ internal sealed partial class RedisPresenceStore(
         return (members, present.Count);
     }
 
-    /// <summary>How many sessions a renewal or sweep keeps in flight: their scripts share the connection's pipeline.</summary>
-    private const int Parallelism = 64;
-
     /// <summary>
-    /// Renews every connection this node holds, one script per session, many sessions in flight at once; re-joins members
-    /// Redis forgot (it restarted empty). Each script also records when its session next needs a sweep.
+    /// Renews every connection this node holds, one script per session, all issued before any is awaited (one pipelined
+    /// pass); re-joins members Redis forgot (it restarted empty). Each script also records when its session next needs
+    /// a sweep.
     /// </summary>
     internal async Task RenewAllAsync(CancellationToken cancellationToken)
     {
-        try
+        var renewals = new List<Task>(_local.Count);
+        foreach (var (sessionId, connections) in _local)
         {
-            await Parallel.ForEachAsync(_local, new ParallelOptions { MaxDegreeOfParallelism = Parallelism, CancellationToken = cancellationToken },
-                async (entry, _) => await RenewAsync(entry.Key, entry.Value).ConfigureAwait(false)).ConfigureAwait(false);
+            if (cancellationToken.IsCancellationRequested)
+            {
+                break;
+            }
+
+            renewals.Add(RenewAsync(sessionId, connections));
         }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-        }
+
+        await Task.WhenAll(renewals).ConfigureAwait(false);
     }
 
     private async Task RenewAsync(string sessionId, ConcurrentDictionary<string, LocalConnection> connections)
@@ -197,21 +199,31 @@ internal sealed partial class RedisPresenceStore(
 
     /// <summary>
     /// Expires connections, completes leaves and flushes coalesced updates and counts in the sessions that are due, by
-    /// the due index only (every script that changes a session's presence records when it next needs a sweep, and each
-    /// renewal records it again for this node's sessions), many in flight at once.
+    /// the due index only, their scripts all issued before any is awaited (one pipelined pass).
     /// </summary>
+    /// <remarks>
+    /// This node's own sessions need no sweep of their own each tick (they once got one): every script that changes a
+    /// session's presence records when it next needs a sweep, and every renewal (each third of the TTL) records it again
+    /// for each session this node has connections in. So a due time lost between a script and its index write (a
+    /// dropped connection, or two nodes' writes to the index crossing) is put back within a renewal by any node that
+    /// still has connections there; a session nobody holds connections in any more was never covered by that sweep.
+    /// </remarks>
     internal async Task SweepAsync(CancellationToken cancellationToken)
     {
         var now = time.GetUtcNow().ToUnixTimeMilliseconds();
         var due = await redis.Database.SortedSetRangeByScoreAsync(redis.PresenceDue, double.NegativeInfinity, now, take: 2000).ConfigureAwait(false);
-        try
+        var sweeps = new List<Task>(due.Length);
+        foreach (var sessionId in due.Select(d => (string)d!))
         {
-            await Parallel.ForEachAsync(due.Select(d => (string)d!), new ParallelOptions { MaxDegreeOfParallelism = Parallelism, CancellationToken = cancellationToken },
-                async (sessionId, _) => await RunAsync(sessionId, RedisScripts.PresenceSweep, Common(sessionId), []).ConfigureAwait(false)).ConfigureAwait(false);
+            if (cancellationToken.IsCancellationRequested)
+            {
+                break;
+            }
+
+            sweeps.Add(RunAsync(sessionId, RedisScripts.PresenceSweep, Common(sessionId), []));
         }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-        }
+
+        await Task.WhenAll(sweeps).ConfigureAwait(false);
     }
 
     private async Task<RedisResult?> RunAsync(string sessionId, string script, RedisValue[] common, RedisValue[] args)

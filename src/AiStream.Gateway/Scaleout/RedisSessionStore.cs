@@ -1,9 +1,5 @@
-using System.Collections.Concurrent;
-using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Threading.Channels;
 using AiStream.Gateway.Presence;
 using AiStream.Gateway.Sessions;
 using Microsoft.Extensions.Options;
@@ -20,17 +16,23 @@ namespace AiStream.Gateway.Scaleout;
 /// fresh snapshot instead. While Redis is unreachable, events the gateway produces itself (runs, presence) reach local
 /// watchers at once with the next positions and are written, in order, when Redis is back.
 /// </summary>
-internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
+/// <remarks>
+/// This is the <see cref="ISessionStore"/> the services call; the work is done by its parts:
+/// <see cref="SessionMirrors"/> (the mirrors), <see cref="StreamSync"/> (channel delivery, gap fill, catch-up),
+/// <see cref="OutageBuffer"/> (writes while Redis is away), <see cref="SessionMaintenance"/> (the periodic pass),
+/// <see cref="RedisSessionCommands"/> (the Redis commands) and <see cref="RedisSessionProtocol"/> (the wire format).
+/// </remarks>
+internal sealed class RedisSessionStore : ISessionStore, IDisposable
 {
-    private readonly ConcurrentDictionary<string, Mirror> _mirrors = new(StringComparer.Ordinal);
+    private readonly RedisSessionCommands _commands;
 
-    private readonly RedisConnection _redis;
+    private readonly SessionMirrors _mirrors;
 
-    private readonly SessionsOptions _options;
+    private readonly StreamSync _sync;
 
-    private readonly ScaleoutOptions _scaleout;
+    private readonly OutageBuffer _buffer;
 
-    private readonly int _presenceCap;
+    private readonly SessionMaintenance _maintenance;
 
     private readonly TimeProvider _time;
 
@@ -39,24 +41,25 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
     public RedisSessionStore(RedisConnection redis, IOptions<SessionsOptions> options, IOptions<PresenceOptions> presence,
         IOptions<ScaleoutOptions> scaleout, TimeProvider time, ILogger<RedisSessionStore> logger)
     {
-        _redis = redis;
-        _options = options.Value;
-        _scaleout = scaleout.Value;
-        _presenceCap = presence.Value.SnapshotCap;
         _time = time;
         _logger = logger;
+        _commands = new RedisSessionCommands(redis, options.Value, time, presence.Value.SnapshotCap);
+        _sync = new StreamSync(_commands, logger);
+        _mirrors = new SessionMirrors(_commands, _sync, logger);
+        _buffer = new OutageBuffer(_commands, _mirrors, _sync, scaleout.Value, time, logger);
+        _maintenance = new SessionMaintenance(_commands, _mirrors, _sync, _buffer, scaleout.Value, time, logger);
         // Messages published while this node's connection was down are never delivered: look for them at once.
-        _redis.Restored += () => _ = Task.Run(() => CatchUpAllAsync(CancellationToken.None));
+        redis.Restored += () => _ = Task.Run(() => _maintenance.CatchUpAllAsync(CancellationToken.None));
     }
 
     /// <summary>Lifetime of a session's keys after its last write or while watched (renewed by watchers).</summary>
-    internal TimeSpan KeyTtl => TimeSpan.FromMinutes(Math.Max(_options.SessionIdleMinutes, _options.MaxEventAgeMinutes));
+    internal TimeSpan KeyTtl => _commands.KeyTtl;
 
     /// <summary>Sessions this node mirrors now.</summary>
     internal int MirrorCount => _mirrors.Count;
 
     /// <summary>Events waiting for Redis on this node.</summary>
-    internal int BufferedEvents => _mirrors.Values.Sum(m => m.BufferedCount);
+    internal int BufferedEvents => _mirrors.BufferedEvents;
 
     public async ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey,
         CancellationToken cancellationToken, bool buffered = false)
@@ -74,9 +77,9 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
             bodies[i] = JsonSerializer.SerializeToUtf8Bytes(events[i], SessionsJsonContext.Default.JsonObject);
         }
 
-        if (_mirrors.TryGetValue(sessionId, out var mirror) || buffered)
+        if (_mirrors.Contains(sessionId) || buffered)
         {
-            mirror = await AcquireAsync(sessionId, create: true, buffered, cancellationToken).ConfigureAwait(false);
+            var mirror = await _mirrors.AcquireAsync(sessionId, create: true, buffered, cancellationToken).ConfigureAwait(false);
             try
             {
                 return await AppendThroughMirrorAsync(mirror!, events, bodies, runId, idempotencyKey, now, buffered, cancellationToken).ConfigureAwait(false);
@@ -90,7 +93,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         // Nobody here watches the session: write straight to Redis; nodes that watch it get it from the channel.
         try
         {
-            var (first, last, replayed, _) = await RunAppendAsync(sessionId, bodies, runId, idempotencyKey, now, floor: 0, expected: -1).ConfigureAwait(false);
+            var (first, last, replayed, _) = await _commands.AppendAsync(sessionId, bodies, runId, idempotencyKey, now, floor: 0, expected: -1).ConfigureAwait(false);
             return new AppendResult([], replayed, RedisSessionProtocol.Range(first, last));
         }
         catch (Exception ex) when (IsRedisFailure(ex))
@@ -99,29 +102,72 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         }
     }
 
-    public IDisposable Retain(string sessionId)
+    /// <summary>Appends through the mirror (one Lua script per batch), or into the outage buffer while Redis is away.</summary>
+    private async Task<AppendResult> AppendThroughMirrorAsync(SessionMirror mirror, IReadOnlyList<JsonObject> objects, byte[][] bodies, string? runId, string? idempotencyKey,
+        long now, bool buffered, CancellationToken cancellationToken)
     {
-        while (true)
+        await mirror.Gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            var mirror = _mirrors.GetOrAdd(sessionId, id => new Mirror(id, NewLog()));
-            if (mirror.Retain())
+            // Before Redis stores anything: a batch that would take the state past its limits is refused here. (Every
+            // node also skips such an event when it applies the log, so a racing writer cannot poison the session.)
+            mirror.Log.CheckState(objects);
+            if (mirror.BufferedCount == 0)
             {
-                mirror.Hold();
-                return new Retention(mirror);
+                try
+                {
+                    var (first, last, replayed, _) = await _commands.AppendAsync(mirror.SessionId, bodies, runId, idempotencyKey, now, floor: mirror.Log.Head, expected: -1)
+                        .ConfigureAwait(false);
+                    if (replayed)
+                    {
+                        return new AppendResult([], true, RedisSessionProtocol.Range(first, last));
+                    }
+
+                    if (first > mirror.Log.Head + 1 && mirror.Loaded)
+                    {
+                        await _sync.FillAsync(mirror, first - 1).ConfigureAwait(false);
+                    }
+
+                    var stored = RedisSessionProtocol.Stored(objects, bodies, runId, now, first);
+                    mirror.Log.ApplyStored(stored);
+                    mirror.Touch();
+                    return new AppendResult(stored.Select(e => e.Event).ToList(), false, RedisSessionProtocol.Range(first, last));
+                }
+                catch (Exception ex) when (IsRedisFailure(ex) && buffered)
+                {
+                    SessionStoreLog.Buffering(_logger, mirror.SessionId, ex.Message);
+                }
+                catch (Exception ex) when (IsRedisFailure(ex))
+                {
+                    throw new SessionStoreUnavailableException("The session store (Redis) is unreachable; retry the publish with the same Idempotency-Key.", ex);
+                }
             }
+            else if (!buffered)
+            {
+                throw new SessionStoreUnavailableException("The session store (Redis) is unreachable; retry the publish with the same Idempotency-Key.");
+            }
+
+            // Redis is away: take the next positions here, deliver to local watchers now, write them later in order.
+            return _buffer.Append(mirror, objects, bodies, runId, now);
+        }
+        finally
+        {
+            mirror.Gate.Release();
         }
     }
 
+    public IDisposable Retain(string sessionId) => _mirrors.Retain(sessionId);
+
     public async ValueTask<SubscribeResult> SubscribeAsync(string sessionId, long? afterSeq, Subscriber subscriber, CancellationToken cancellationToken)
     {
-        var mirror = await AcquireAsync(sessionId, create: true, buffered: false, cancellationToken).ConfigureAwait(false);
+        var mirror = await _mirrors.AcquireAsync(sessionId, create: true, buffered: false, cancellationToken).ConfigureAwait(false);
         try
         {
             if (afterSeq is { } after && after > mirror!.Log.Head)
             {
                 // The client saw events on another node that this one has not received yet: fetch them first, so the
                 // resume is a replay and not a snapshot that would repeat them.
-                await CatchUpAsync(mirror, cancellationToken).ConfigureAwait(false);
+                await _sync.CatchUpAsync(mirror, cancellationToken).ConfigureAwait(false);
             }
 
             await mirror!.Gate.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -144,7 +190,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
 
     public void Unsubscribe(string sessionId, Subscriber subscriber)
     {
-        if (_mirrors.TryGetValue(sessionId, out var mirror))
+        if (_mirrors.TryGet(sessionId, out var mirror))
         {
             mirror.Log.Unsubscribe(subscriber);
         }
@@ -154,7 +200,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         }
     }
 
-    public int Watchers(string sessionId) => _mirrors.TryGetValue(sessionId, out var mirror) ? mirror.Log.Watchers + mirror.RemoteWatchers : 0;
+    public int Watchers(string sessionId) => _mirrors.TryGet(sessionId, out var mirror) ? mirror.Log.Watchers + mirror.RemoteWatchers : 0;
 
     public async ValueTask<IReadOnlyList<JsonObject>> MessagesAsync(string sessionId, CancellationToken cancellationToken) =>
         await ReadAsync(sessionId, log => log.Messages(), [], cancellationToken).ConfigureAwait(false);
@@ -169,64 +215,24 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
             return info with { Watchers = Watchers(sessionId) };
         }, new SessionInfo(sessionId, 0, 1, 0, []), cancellationToken).ConfigureAwait(false);
 
-    private void Forget(Mirror mirror)
-    {
-        if (mirror.TryRemove() && _mirrors.TryRemove(new KeyValuePair<string, Mirror>(mirror.SessionId, mirror)))
-        {
-            Log.MirrorForgotten(_logger, mirror.SessionId);
-        }
-    }
+    /// <summary>
+    /// Writes this node's buffered events of a session, if it holds any, before another writer of this node (presence)
+    /// appends to the same log. Throws the Redis failure when Redis is still away.
+    /// </summary>
+    internal Task FlushBufferedAsync(string sessionId, CancellationToken cancellationToken) => _buffer.FlushBufferedAsync(sessionId, cancellationToken);
 
-    private async Task<Mirror?> AcquireAsync(string sessionId, bool create, bool buffered, CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            Mirror? mirror;
-            if (create)
-            {
-                mirror = _mirrors.GetOrAdd(sessionId, id => new Mirror(id, NewLog()));
-            }
-            else if (!_mirrors.TryGetValue(sessionId, out mirror))
-            {
-                return null;
-            }
+    /// <summary>One maintenance pass (see <see cref="SessionMaintenance.MaintainAsync"/>).</summary>
+    internal Task MaintainAsync(IReadOnlySet<string> liveNodes, CancellationToken cancellationToken) => _maintenance.MaintainAsync(liveNodes, cancellationToken);
 
-            if (!mirror.Retain())
-            {
-                continue; // forgotten meanwhile: take the fresh one
-            }
-
-            try
-            {
-                await EnsureLoadedAsync(mirror, cancellationToken).ConfigureAwait(false);
-                return mirror;
-            }
-            catch (Exception ex) when (IsRedisFailure(ex))
-            {
-                if (buffered)
-                {
-                    // A run or presence change on a session this node cannot load: it starts from an empty mirror and
-                    // its events are written when Redis is back (the first of them say where the session really is).
-                    return mirror;
-                }
-
-                mirror.Release();
-                throw new SessionStoreUnavailableException("The session store (Redis) is unreachable; try again shortly.", ex);
-            }
-            catch
-            {
-                mirror.Release();
-                throw;
-            }
-        }
-    }
+    /// <summary>Ends a run registered to <paramref name="owner"/> with RUN_ERROR (and closes its open text). True when this call ended it.</summary>
+    internal Task<bool> EndOrphanAsync(string sessionId, string runId, string owner, string code, string message) =>
+        _maintenance.EndOrphanAsync(sessionId, runId, owner, code, message);
 
     private async Task<T> ReadAsync<T>(string sessionId, Func<SessionLog, T> read, T missing, CancellationToken cancellationToken)
     {
         try
         {
-            if (!_mirrors.ContainsKey(sessionId)
-                && !await _redis.Database.KeyExistsAsync(_redis.Key(sessionId, "seq")).ConfigureAwait(false))
+            if (!_mirrors.Contains(sessionId) && !await _commands.ExistsAsync(sessionId).ConfigureAwait(false))
             {
                 return missing; // reading never creates a session
             }
@@ -236,7 +242,7 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
             throw new SessionStoreUnavailableException("The session store (Redis) is unreachable; try again shortly.", ex);
         }
 
-        var mirror = await AcquireAsync(sessionId, create: true, buffered: false, cancellationToken).ConfigureAwait(false);
+        var mirror = await _mirrors.AcquireAsync(sessionId, create: true, buffered: false, cancellationToken).ConfigureAwait(false);
         try
         {
             return read(mirror!.Log);
@@ -257,13 +263,5 @@ internal sealed partial class RedisSessionStore : ISessionStore, IDisposable
         _ => false,
     };
 
-    private SessionLog NewLog() => new(_options, _time, _presenceCap);
-
-    public void Dispose()
-    {
-        foreach (var mirror in _mirrors.Values)
-        {
-            mirror.Queue?.Unsubscribe();
-        }
-    }
+    public void Dispose() => _mirrors.Dispose();
 }

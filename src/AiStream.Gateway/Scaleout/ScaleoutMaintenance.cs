@@ -29,23 +29,29 @@ internal sealed partial class ScaleoutMaintenance(
             {
                 var now = time.GetUtcNow();
                 var db = redis.Database;
-                await db.SortedSetAddAsync(redis.Nodes, redis.NodeId, (now + TimeSpan.FromSeconds(o.NodeTimeoutSeconds)).ToUnixTimeMilliseconds()).ConfigureAwait(false);
+                // Liveness in one round trip: the three commands go out together and Redis runs them in order.
+                var renewed = db.SortedSetAddAsync(redis.Nodes, redis.NodeId, (now + TimeSpan.FromSeconds(o.NodeTimeoutSeconds)).ToUnixTimeMilliseconds());
                 // Nodes gone for a long time are forgotten; a node is live while its score is in the future.
-                await db.SortedSetRemoveRangeByScoreAsync(redis.Nodes, double.NegativeInfinity, (now - TimeSpan.FromHours(1)).ToUnixTimeMilliseconds()).ConfigureAwait(false);
-                var live = (await db.SortedSetRangeByScoreAsync(redis.Nodes, now.ToUnixTimeMilliseconds(), double.PositiveInfinity).ConfigureAwait(false))
-                    .Select(n => (string)n!).ToHashSet(StringComparer.Ordinal);
+                var pruned = db.SortedSetRemoveRangeByScoreAsync(redis.Nodes, double.NegativeInfinity, (now - TimeSpan.FromHours(1)).ToUnixTimeMilliseconds());
+                var nodes = db.SortedSetRangeByScoreAsync(redis.Nodes, now.ToUnixTimeMilliseconds(), double.PositiveInfinity);
+                await Task.WhenAll(renewed, pruned, nodes).ConfigureAwait(false);
+                var live = (await nodes.ConfigureAwait(false)).Select(n => (string)n!).ToHashSet(StringComparer.Ordinal);
+                var renewals = new List<Task>(2);
                 if (now - lastRenewal >= presence.RenewInterval)
                 {
                     lastRenewal = now;
-                    await presence.RenewAllAsync(stoppingToken).ConfigureAwait(false);
+                    renewals.Add(presence.RenewAllAsync(stoppingToken));
                 }
 
                 if (now - lastSlots >= slots.RenewInterval)
                 {
                     lastSlots = now;
-                    await slots.RenewAsync(stoppingToken).ConfigureAwait(false);
+                    renewals.Add(slots.RenewAsync(stoppingToken));
                 }
 
+                // The two renewals are independent and run side by side; both before the sweep, so it never expires a
+                // connection this node was about to renew. Each of these is one pipelined pass.
+                await Task.WhenAll(renewals).ConfigureAwait(false);
                 await sessions.MaintainAsync(live, stoppingToken).ConfigureAwait(false);
                 await presence.SweepAsync(stoppingToken).ConfigureAwait(false);
             }

@@ -1,20 +1,15 @@
-using System.Collections.Concurrent;
-using System.Globalization;
-using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
-using AiStream.Gateway.Presence;
 using AiStream.Gateway.Sessions;
-using Microsoft.Extensions.Options;
 using StackExchange.Redis;
 
 namespace AiStream.Gateway.Scaleout;
 
-/// <summary>Keeping mirrors in step: published batches applied in position order, gaps filled from the stream, resets when Redis lost what a mirror needs.</summary>
-internal sealed partial class RedisSessionStore
+/// <summary>Keeps mirrors in step: published batches applied in position order, gaps filled from the stream, resets when Redis lost what a mirror needs.</summary>
+internal sealed class StreamSync(RedisSessionCommands commands, ILogger logger)
 {
-    private async Task ReadChannelAsync(Mirror mirror, ChannelMessageQueue queue)
+    /// <summary>Delivers what the session's channel brings, in order, until the mirror unsubscribes.</summary>
+    public async Task ReadChannelAsync(SessionMirror mirror, ChannelMessageQueue queue)
     {
         try
         {
@@ -28,7 +23,7 @@ internal sealed partial class RedisSessionStore
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException and not ChannelClosedException)
                 {
-                    Log.DeliveryFailed(_logger, mirror.SessionId, ex);
+                    SessionStoreLog.DeliveryFailed(logger, mirror.SessionId, ex);
                 }
             }
         }
@@ -39,7 +34,7 @@ internal sealed partial class RedisSessionStore
     }
 
     /// <summary>Delivers a published batch in position order, filling any gap from the stream first.</summary>
-    private async Task DeliverAsync(Mirror mirror, byte[] payload)
+    private async Task DeliverAsync(SessionMirror mirror, byte[] payload)
     {
         // The header alone says whether the batch is new: this node's own writes come back here too, and are dropped
         // without copying or parsing their events.
@@ -89,10 +84,10 @@ internal sealed partial class RedisSessionStore
     }
 
     /// <summary>Reads the positions after the mirror's head up to <paramref name="to"/> from the stream. Gate held.</summary>
-    private async Task<bool> FillAsync(Mirror mirror, long to)
+    public async Task<bool> FillAsync(SessionMirror mirror, long to)
     {
         var from = mirror.Log.Head + 1;
-        var entries = await _redis.Database.StreamRangeAsync(_redis.Key(mirror.SessionId, "log"), $"{from}-0", to == long.MaxValue ? "+" : $"{to}-0").ConfigureAwait(false);
+        var entries = await commands.RangeAsync(mirror.SessionId, from, to).ConfigureAwait(false);
         if (entries.Length == 0 && to == long.MaxValue)
         {
             return true;
@@ -110,10 +105,10 @@ internal sealed partial class RedisSessionStore
     }
 
     /// <summary>Replaces the mirror with Redis's state; its watchers get a gap notice and a fresh snapshot. Gate held.</summary>
-    private async Task ResetAsync(Mirror mirror, string reason, string message)
+    public async Task ResetAsync(SessionMirror mirror, string reason, string message)
     {
-        var fresh = await LoadAsync(mirror.SessionId, mirror.Log.Head).ConfigureAwait(false);
-        Log.Reset(_logger, mirror.SessionId, reason, mirror.Log.Head, fresh.Head);
+        var fresh = await commands.LoadAsync(mirror.SessionId, mirror.Log.Head).ConfigureAwait(false);
+        SessionStoreLog.Reset(logger, mirror.SessionId, reason, mirror.Log.Head, fresh.Head);
         fresh.TakeOver(mirror.Log, AgUi.Event(AgUi.Custom, ("name", "stream.gap"), ("value", new JsonObject
         {
             ["reason"] = reason,
@@ -124,14 +119,21 @@ internal sealed partial class RedisSessionStore
         mirror.CheckpointSeq = 0;
     }
 
-    private async Task CatchUpAsync(Mirror mirror, CancellationToken cancellationToken)
+    /// <summary>Picks up what the mirror missed: reads the shared head and fills up to it from the stream.</summary>
+    public async Task CatchUpAsync(SessionMirror mirror, CancellationToken cancellationToken)
     {
         if (!mirror.Loaded || mirror.BufferedCount > 0)
         {
             return;
         }
 
-        var head = (long?)await _redis.Database.StringGetAsync(_redis.Key(mirror.SessionId, "seq")).ConfigureAwait(false) ?? 0;
+        var head = await commands.HeadAsync(mirror.SessionId).ConfigureAwait(false);
+        await CatchUpToAsync(mirror, head, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Fills the mirror from the stream when Redis's head <paramref name="head"/> is past it.</summary>
+    public async Task CatchUpToAsync(SessionMirror mirror, long head, CancellationToken cancellationToken)
+    {
         if (head <= mirror.Log.Head)
         {
             return;
@@ -148,41 +150,6 @@ internal sealed partial class RedisSessionStore
         finally
         {
             mirror.Gate.Release();
-        }
-    }
-
-    /// <summary>
-    /// After a reconnect: if Redis came back without its data, put back what this node knows (each session's position
-    /// and a checkpoint of its state), then write buffered events and pick up what was missed.
-    /// </summary>
-    private async Task CatchUpAllAsync(CancellationToken cancellationToken)
-    {
-        foreach (var mirror in _mirrors.Values)
-        {
-            try
-            {
-                if (mirror.BufferedCount > 0)
-                {
-                    await FlushAsync(mirror, cancellationToken).ConfigureAwait(false);
-                }
-                else if (mirror.Loaded && mirror.Log.Head > 0)
-                {
-                    var raised = (long)await _redis.Database.ScriptEvaluateAsync(RedisScripts.RaiseFloor, [_redis.Key(mirror.SessionId, "seq")],
-                        [mirror.Log.Head, (long)KeyTtl.TotalMilliseconds]).ConfigureAwait(false);
-                    if (raised == 1)
-                    {
-                        Log.Repaired(_logger, mirror.SessionId, mirror.Log.Head);
-                        mirror.CheckpointSeq = 0;
-                        await CheckpointAsync(mirror, _time.GetUtcNow(), force: true).ConfigureAwait(false);
-                    }
-                }
-
-                await CatchUpAsync(mirror, cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (IsRedisFailure(ex))
-            {
-                return;
-            }
         }
     }
 }

@@ -105,8 +105,7 @@ public sealed class RedisLimitsTests
         second.Dispose();
         await WaitUntilAsync(async () =>
         {
-            using var retry = await onA.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
-            return retry.StatusCode == HttpStatusCode.OK;
+            return await WatchStatusAsync(onA, session) == HttpStatusCode.OK;
         }, "the slot given back on B to be free on A");
 
         // A node that dies gives nothing back: its slots lapse once it stops renewing them (2 x NodeTimeoutSeconds).
@@ -116,17 +115,13 @@ public sealed class RedisLimitsTests
         // A closed watch's slot is given back once its node sees the close: open until admitted.
         using var held1 = await HoldWatchAsync(onC, session);
         using var held2 = await HoldWatchAsync(onC, session);
-        using (var refused = await onB.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead))
-        {
-            Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
-        }
+        Assert.Equal(HttpStatusCode.TooManyRequests, await WatchStatusAsync(onB, session));
 
         c.Kill();
         var killedAt = DateTime.UtcNow;
         await WaitUntilAsync(async () =>
         {
-            using var retry = await onB.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
-            return retry.StatusCode == HttpStatusCode.OK;
+            return await WatchStatusAsync(onB, session) == HttpStatusCode.OK;
         }, "the dead node's slots to lapse", TimeSpan.FromSeconds(20));
         Assert.True(DateTime.UtcNow - killedAt < TimeSpan.FromSeconds(2 * NodeTimeoutSeconds + 5), "slots lapsed late");
     }
@@ -153,17 +148,13 @@ public sealed class RedisLimitsTests
 
         // Node A now counts Alice's slots itself: one watch is admitted (served from its mirror), a second is refused.
         using var held = await HoldWatchAsync(onA, session);
-        using (var second = await onA.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead))
-        {
-            Assert.Equal(HttpStatusCode.TooManyRequests, second.StatusCode);
-        }
+        Assert.Equal(HttpStatusCode.TooManyRequests, await WatchStatusAsync(onA, session));
 
         // Once Redis is back (empty), node A writes its slot again, and node B counts it.
         await redis.StartAgainAsync();
         await WaitUntilAsync(async () =>
         {
-            using var onOther = await onB.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
-            return onOther.StatusCode == HttpStatusCode.TooManyRequests;
+            return await WatchStatusAsync(onB, session) == HttpStatusCode.TooManyRequests;
         }, "node B to count node A's slot written back", TimeSpan.FromSeconds(30));
     }
 
@@ -187,10 +178,16 @@ public sealed class RedisLimitsTests
         await Task.Delay(TimeSpan.FromSeconds(NodeTimeoutSeconds * 2));
         for (var i = 0; i < 3; i++)
         {
-            using var other = await onB.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
-            Assert.Equal(HttpStatusCode.TooManyRequests, other.StatusCode);
+            Assert.Equal(HttpStatusCode.TooManyRequests, await WatchStatusAsync(onB, session));
             await Task.Delay(TimeSpan.FromSeconds(NodeTimeoutSeconds / 2));
         }
+    }
+
+    /// <summary>Opens a watch of <paramref name="session"/> and closes it again; the status it was answered with.</summary>
+    private static async Task<HttpStatusCode> WatchStatusAsync(HttpClient http, string session)
+    {
+        using var response = await http.GetAsync($"api/sessions/{session}/events", HttpCompletionOption.ResponseHeadersRead);
+        return response.StatusCode;
     }
 
     /// <summary>Opens a watch, retrying while it is refused for a slot not yet given back; the response holds it open.</summary>

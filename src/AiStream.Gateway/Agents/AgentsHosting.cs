@@ -1,3 +1,4 @@
+using AiStream.Gateway.Sessions;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 
 namespace AiStream.Gateway.Agents;
@@ -7,7 +8,30 @@ internal static class AgentsHosting
 {
     public static IServiceCollection AddAiStreamAgents(this IServiceCollection services)
     {
+        services.AddOptions<AgentsOptions>().BindConfiguration(AgentsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
         services.TryAddSingleton<AgentToolbox>();
+        services.TryAddSingleton<PromptLibrary>();
+        services.TryAddSingleton<IRunDefinitions, AgentRunDefinitions>();
+        services.AddHostedService<PromptLibraryLoader>();
         return services;
     }
+}
+
+/// <summary>Reads the prompts folder at start; any invalid file stops the start with one line per problem.</summary>
+internal sealed class PromptLibraryLoader(PromptLibrary library) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        var errors = library.Load();
+        return errors.Count == 0 ? Task.CompletedTask : throw new PromptDefinitionsException(errors);
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}
+
+/// <summary>The prompts folder holds invalid definitions; the gateway does not start.</summary>
+internal sealed class PromptDefinitionsException(IReadOnlyList<string> errors)
+    : Exception("Invalid prompt definitions: " + string.Join("; ", errors))
+{
+    public IReadOnlyList<string> Errors { get; } = errors;
 }

@@ -1,3 +1,4 @@
+using AiStream.Gateway.Agents;
 using AiStream.Gateway.Api;
 using AiStream.Gateway.Completions;
 using AiStream.Gateway.Diagnostics;
@@ -30,6 +31,7 @@ internal static class AiStreamHosting
         services.AddAiStreamDiagnostics();
         services.AddAiStreamSessions();
         services.AddAiStreamPresence();
+        services.AddAiStreamAgents();
         services.AddAiStreamTransports(builder.Configuration);
         // Last: with Redis configured it replaces the in-memory stores, run control and limit counters.
         services.AddAiStreamScaleout(builder.Configuration);
@@ -58,6 +60,7 @@ internal static class AiStreamHosting
         app.MapCompletions().RequireAuthorization(SecurityHosting.CompletionsPolicy);
         app.MapSessions();
         app.MapPresence();
+        app.MapAgents();
         app.MapAiStreamTransports();
         return app;
     }

@@ -55,6 +55,9 @@ internal static class StartupFailure
             $"{FirstSentence(inUse.Message)} Stop what is listening there, or choose another address with --urls or ASPNETCORE_URLS.",
         IOException { InnerException: SocketException { SocketErrorCode: SocketError.AccessDenied } } denied =>
             $"{FirstSentence(denied.Message)} Ports below 1024 need privileges; choose another with --urls or ASPNETCORE_URLS.",
+        // One line per broken file, each naming the file and the key.
+        Agents.PromptDefinitionsException definitions =>
+            string.Join("\naistream: ", definitions.Errors) + "\naistream: invalid prompt definitions (AiStream:Agents:PromptsPath); fix the files above and start again.",
         AggregateException { InnerExceptions.Count: 1 } aggregate => Explain(aggregate.InnerExceptions[0]),
         _ => null,
     };

@@ -43,7 +43,13 @@ internal sealed class GatewayFactory : WebApplicationFactory<Program>
     {
         builder.UseEnvironment("Testing");
         builder.ConfigureAppConfiguration(config => config
-            .AddInMemoryCollection(new Dictionary<string, string?> { ["Logging:LogLevel:Default"] = "Warning", ["Logging:LogLevel:Microsoft.Hosting.Lifetime"] = "Warning" })
+            .AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                ["Logging:LogLevel:Default"] = "Warning",
+                ["Logging:LogLevel:Microsoft.Hosting.Lifetime"] = "Warning",
+                // The repository's prompts/, copied beside the tests (the in-process content root is the project folder).
+                ["AiStream:Agents:PromptsPath"] = Path.Combine(AppContext.BaseDirectory, "prompts"),
+            })
             .AddInMemoryCollection(_settings));
         // Nothing on the console: many tests provoke errors on purpose, and passing tests should not print failures.
         // What the gateway logged (warnings and up) is kept in Logs for a test that wants to look or explain.

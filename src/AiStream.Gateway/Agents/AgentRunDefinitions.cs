@@ -9,7 +9,8 @@ using Microsoft.SemanticKernel;
 namespace AiStream.Gateway.Agents;
 
 /// <summary>What sessions ask of the Agents feature: rendered templates, agents and their tools bound to a run.</summary>
-internal sealed class AgentRunDefinitions(PromptLibrary library, AgentToolbox toolbox, IServiceProvider services) : IRunDefinitions
+internal sealed class AgentRunDefinitions(PromptLibrary library, AgentToolbox toolbox, IServiceProvider services, Microsoft.Extensions.Options.IOptions<AgentsOptions> options)
+    : IRunDefinitions
 {
     /// <summary>Longest rendered prompt, in characters.</summary>
     public const int MaxRenderedChars = 256 * 1024;
@@ -43,7 +44,13 @@ internal sealed class AgentRunDefinitions(PromptLibrary library, AgentToolbox to
 
         foreach (var variable in prompt.Config.InputVariables)
         {
-            if (!arguments.ContainsName(variable.Name) && variable.Default is null && variable.IsRequired)
+            if (!arguments.ContainsName(variable.Name) && variable.Default is { } fallback)
+            {
+                arguments[variable.Name] = fallback is JsonElement { ValueKind: JsonValueKind.String } word ? word.GetString()
+                    : fallback is JsonElement element ? element.GetRawText() : Convert.ToString(fallback, CultureInfo.InvariantCulture);
+            }
+
+            if (!arguments.ContainsName(variable.Name) && variable.IsRequired)
             {
                 return (null, ApiError.BadRequest(
                     $"Prompt template '{name}' needs variable '{variable.Name}'{(variable.Description is { Length: > 0 } d ? $" ({d.TrimEnd('.')})" : "")}.",
@@ -79,7 +86,11 @@ internal sealed class AgentRunDefinitions(PromptLibrary library, AgentToolbox to
             return (null, ApiError.BadRequest($"Unknown agent '{name}' ({known}).", "agent", "unknown_agent"));
         }
 
-        return (new RunAgent(agent.Name, agent.Instructions, agent.Model, agent.Tools, agent.MaxSteps), null);
+        return (new RunAgent(agent.Name, agent.Instructions, agent.Model, agent.Tools, agent.MaxSteps)
+        {
+            ToolTimeout = TimeSpan.FromSeconds(options.Value.ToolTimeoutSeconds),
+            MaxToolResultChars = options.Value.MaxToolResultChars,
+        }, null);
     }
 
     public IReadOnlyList<AIFunction> ToolsFor(RunAgent agent, RunToolContext context) => toolbox.For(agent.Tools, context);

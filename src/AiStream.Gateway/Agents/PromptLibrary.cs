@@ -30,7 +30,13 @@ internal sealed partial class PromptLibrary : IDisposable
         _toolbox = toolbox;
         _time = time;
         _logger = logger;
+        // Relative to the content root, else (a content root elsewhere, as under a test host) beside the gateway's files.
         _root = Path.GetFullPath(Path.Combine(environment.ContentRootPath, _options.PromptsPath));
+        var besideApp = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, _options.PromptsPath));
+        if (!Directory.Exists(_root) && Directory.Exists(besideApp))
+        {
+            _root = besideApp;
+        }
     }
 
     /// <summary>The folder read.</summary>

@@ -208,6 +208,9 @@ internal sealed class RedisSessionStore : ISessionStore, IDisposable
     public async ValueTask<bool> HasMessageAsync(string sessionId, string messageId, CancellationToken cancellationToken) =>
         await ReadAsync(sessionId, log => log.HasMessage(messageId), false, cancellationToken).ConfigureAwait(false);
 
+    public async ValueTask<JsonNode?> StateAsync(string sessionId, CancellationToken cancellationToken) =>
+        await ReadAsync(sessionId, log => log.State(), new JsonObject(), cancellationToken).ConfigureAwait(false);
+
     public async ValueTask<SessionInfo> InfoAsync(string sessionId, CancellationToken cancellationToken) =>
         await ReadAsync(sessionId, log =>
         {

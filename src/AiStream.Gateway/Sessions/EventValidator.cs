@@ -51,6 +51,8 @@ internal static class EventValidator
             AgUi.ToolCallEnd => String(body, "toolCallId"),
             AgUi.ToolCallResult => String(body, "messageId") ?? String(body, "toolCallId") ?? String(body, "content", allowEmpty: true),
             AgUi.StepStarted or AgUi.StepFinished => String(body, "stepName"),
+            AgUi.ReasoningStart or AgUi.ReasoningMessageStart or AgUi.ReasoningMessageEnd or AgUi.ReasoningEnd => String(body, "messageId"),
+            AgUi.ReasoningMessageContent => String(body, "messageId") ?? String(body, "delta"),
             AgUi.StateSnapshot => body.ContainsKey("snapshot") ? null : "'snapshot' is required",
             AgUi.StateDelta => body["delta"] is JsonArray ops ? JsonPatch.Check(ops) : "'delta' must be a JSON Patch array",
             AgUi.MessagesSnapshot => body["messages"] is JsonArray ? null : "'messages' must be an array",

@@ -24,8 +24,15 @@ internal interface IRunDefinitions
 /// <summary>A rendered prompt template: the user message text and the template's execution settings.</summary>
 internal sealed record RenderedPrompt(string Name, string Text, string? Model, int? MaxOutputTokens, float? Temperature);
 
-/// <summary>An agent as a run needs it: instructions, model, tool names and the step limit.</summary>
-internal sealed record RunAgent(string Name, string Instructions, string? Model, IReadOnlyList<string> Tools, int MaxSteps);
+/// <summary>An agent as a run needs it: instructions, model, tool names, the step limit and the bounds on each tool call.</summary>
+internal sealed record RunAgent(string Name, string Instructions, string? Model, IReadOnlyList<string> Tools, int MaxSteps)
+{
+    /// <summary>Most one tool call may take; past it the call fails and the model sees the error.</summary>
+    public TimeSpan ToolTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Longest tool result the model and the log see; longer ones are cut.</summary>
+    public int MaxToolResultChars { get; init; } = 16 * 1024;
+}
 
 /// <summary>
 /// What a tool may touch of the run calling it: the session's shared state, read and patched through the run's own

@@ -48,6 +48,9 @@ internal interface ISessionStore
     /// <summary>Whether a message id is already in the conversation.</summary>
     ValueTask<bool> HasMessageAsync(string sessionId, string messageId, CancellationToken cancellationToken);
 
+    /// <summary>The session's shared state as the log has it now.</summary>
+    ValueTask<JsonNode?> StateAsync(string sessionId, CancellationToken cancellationToken);
+
     ValueTask<SessionInfo> InfoAsync(string sessionId, CancellationToken cancellationToken);
 }
 

@@ -54,6 +54,9 @@ internal sealed partial class InMemorySessionStore : ISessionStore, IDisposable
     public ValueTask<bool> HasMessageAsync(string sessionId, string messageId, CancellationToken cancellationToken) =>
         ValueTask.FromResult(_sessions.TryGetValue(sessionId, out var log) && log.HasMessage(messageId));
 
+    public ValueTask<JsonNode?> StateAsync(string sessionId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(_sessions.TryGetValue(sessionId, out var log) ? log.State() : new JsonObject());
+
     public ValueTask<SessionInfo> InfoAsync(string sessionId, CancellationToken cancellationToken) =>
         ValueTask.FromResult(_sessions.TryGetValue(sessionId, out var log) ? log.Info(sessionId) : new SessionInfo(sessionId, 0, 1, 0, []));
 
@@ -425,6 +428,14 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
         }
 
         subscriber.Close();
+    }
+
+    public JsonNode? State()
+    {
+        lock (_lock)
+        {
+            return _projection.State?.DeepClone();
+        }
     }
 
     public IReadOnlyList<JsonObject> Messages()

@@ -19,5 +19,11 @@ internal sealed partial class RunManager
 
         [LoggerMessage(EventId = 4105, Level = LogLevel.Warning, Message = "Run {RunId} in session {SessionId} stopped: {Reason}")]
         public static partial void RunFenced(ILogger logger, string sessionId, string runId, string reason);
+
+        [LoggerMessage(EventId = 4106, Level = LogLevel.Information, Message = "Run {RunId} in session {SessionId} ended at a limit: {Code}")]
+        public static partial void RunLimited(ILogger logger, string sessionId, string runId, string code);
+
+        [LoggerMessage(EventId = 4107, Level = LogLevel.Information, Message = "Run {RunId} in session {SessionId}: tool {Tool} failed; the model sees the error")]
+        public static partial void ToolFailed(ILogger logger, string sessionId, string runId, string tool, Exception exception);
     }
 }

@@ -13,6 +13,12 @@ namespace AiStream.Gateway.Sessions;
 /// <summary>A request to start a run in a session.</summary>
 internal sealed record RunRequest(JsonNode? Messages, string? Model, string? Prompt, string? RunId = null, JsonNode? Tools = null, JsonNode? Context = null, JsonObject? State = null)
 {
+    /// <summary>The prompt template's variables.</summary>
+    public JsonObject? Variables { get; init; }
+
+    /// <summary>The agent to run, by name.</summary>
+    public string? Agent { get; init; }
+
     /// <summary>The member who started the run (may cancel it without admin); null when authentication is off.</summary>
     public string? Owner { get; init; }
 
@@ -38,6 +44,7 @@ internal sealed partial class RunManager(
     IRunPresence runPresence,
     UpstreamResilience resilience,
     IRunControl runControl,
+    IRunDefinitions definitions,
     IOptions<SessionsOptions> options,
     TimeProvider time,
     IHostApplicationLifetime lifetime,
@@ -48,12 +55,13 @@ internal sealed partial class RunManager(
     /// <summary>Validates and starts a run; returns its id or a client error.</summary>
     public async Task<(string? RunId, ApiError? Error)> StartAsync(string sessionId, RunRequest request, CancellationToken cancellationToken)
     {
-        if (request.Prompt is not null)
+        var (rendered, agent, definitionError) = await ResolveAsync(request, cancellationToken).ConfigureAwait(false);
+        if (definitionError is not null)
         {
-            return (null, ApiError.BadRequest($"Unknown prompt template '{request.Prompt}'.", "prompt", "unknown_prompt"));
+            return (null, definitionError);
         }
 
-        var modelName = request.Model ?? catalog.DefaultModel;
+        var modelName = request.Model ?? rendered?.Model ?? agent?.Model ?? catalog.DefaultModel;
         if (!catalog.TryResolve(modelName, out var route))
         {
             return (null, ApiError.ModelNotFound(modelName));
@@ -135,6 +143,15 @@ internal sealed partial class RunManager(
             }
         }
 
+        if (rendered is not null)
+        {
+            // The rendered template is the user's message, so every watcher sees what was asked.
+            var id = NewId("msg");
+            userEvents.Add(AgUi.Event(AgUi.TextMessageStart, ("messageId", id), ("role", "user")));
+            userEvents.Add(AgUi.Event(AgUi.TextMessageContent, ("messageId", id), ("delta", rendered.Text)));
+            userEvents.Add(AgUi.Event(AgUi.TextMessageEnd, ("messageId", id)));
+        }
+
         // Each run holds a model stream and its partial text: a session cannot start them without bound.
         if (_runs.Values.Count(r => r.SessionId == sessionId) >= options.Value.MaxRunsPerSession)
         {
@@ -165,6 +182,11 @@ internal sealed partial class RunManager(
             Context = context,
             Owner = request.Owner,
             Reservation = reservation,
+            Agent = agent,
+            Caller = request.Caller,
+            FallbackBudgetKey = request.FallbackBudgetKey,
+            MaxOutputTokens = rendered?.MaxOutputTokens,
+            Temperature = rendered?.Temperature,
         };
         if (!_runs.TryAdd(Key(sessionId, runId), run))
         {
@@ -263,137 +285,6 @@ internal sealed partial class RunManager(
         return "cancelling";
     }
 
-    private async Task ExecuteAsync(ActiveRun run)
-    {
-        var token = run.Cancellation.Token;
-        var messageId = NewId("msg");
-        var textOpen = false;
-        List<ChatMessage>? answered = null; // the conversation the model accepted, once it answered
-        var generated = new System.Text.StringBuilder();
-        UsageDetails? reported = null;
-        using var idleTimer = StartIdleWatch(run);
-        // The run is a member of the session too, so a dashboard shows a thinking agent the way it shows a person.
-        var member = await runPresence.EnterAsync(run.SessionId, run.RunId, run.Route.Name, new JsonObject { ["status"] = "thinking", ["runId"] = run.RunId })
-            .ConfigureAwait(false);
-        try
-        {
-            var history = await store.MessagesAsync(run.SessionId, token).ConfigureAwait(false);
-            var chatOptions = new ChatOptions { Tools = run.Tools is { Count: > 0 } ? [.. run.Tools] : null };
-            var chat = ToChat(history);
-            if (run.Context is { } context)
-            {
-                chat.Insert(0, new ChatMessage(ChatRole.System, context));
-            }
-
-            var (updates, route) = await OpenAsync(run, chat, chatOptions, token).ConfigureAwait(false);
-            run.Route = route;
-            answered = chat;
-            await using var _ = updates.ConfigureAwait(false);
-            do
-            {
-                var update = updates.Current;
-                foreach (var content in update.Contents)
-                {
-                    switch (content)
-                    {
-                        case TextContent { Text.Length: > 0 } text:
-                            if (!textOpen)
-                            {
-                                textOpen = true;
-                                await member.SetStateAsync(new JsonObject { ["status"] = "writing", ["runId"] = run.RunId }).ConfigureAwait(false);
-                                await AppendAsync(run, AgUi.Event(AgUi.TextMessageStart, ("messageId", messageId), ("role", "assistant"))).ConfigureAwait(false);
-                            }
-
-                            generated.Append(text.Text);
-                            await AppendAsync(run, AgUi.Event(AgUi.TextMessageContent, ("messageId", messageId), ("delta", text.Text))).ConfigureAwait(false);
-                            break;
-                        case FunctionCallContent call:
-                            await member.SetStateAsync(
-                                new JsonObject { ["status"] = "calling_tool", ["tool"] = call.Name, ["runId"] = run.RunId }).ConfigureAwait(false);
-                            var arguments = ToolArguments.Serialize(call.Arguments);
-                            generated.Append(call.Name).Append(arguments);
-                            await AppendAsync(run,
-                                AgUi.Event(AgUi.ToolCallStart, ("toolCallId", call.CallId), ("toolCallName", call.Name), ("parentMessageId", messageId)),
-                                AgUi.Event(AgUi.ToolCallArgs, ("toolCallId", call.CallId), ("delta", arguments)),
-                                AgUi.Event(AgUi.ToolCallEnd, ("toolCallId", call.CallId))).ConfigureAwait(false);
-                            break;
-                        case UsageContent usage:
-                            reported = usage.Details;
-                            break;
-                    }
-                }
-            }
-            while (await updates.MoveNextAsync().ConfigureAwait(false));
-
-            await FinishAsync(run, textOpen, messageId, "success").ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (token.IsCancellationRequested)
-        {
-            await FinishAsync(run, textOpen, messageId, "cancelled").ConfigureAwait(false);
-        }
-        catch (Exception ex)
-        {
-            Log.RunFailed(logger, run.SessionId, run.RunId, ex);
-            run.Outcome = "error";
-            _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
-            var close = textOpen ? [AgUi.Event(AgUi.TextMessageEnd, ("messageId", messageId))] : Array.Empty<JsonObject>();
-            var code = ex is UpstreamException upstream ? upstream.Code : "run_failed";
-            await AppendAsync(run, [.. close, AgUi.Event(AgUi.RunError, ("message", "The run failed: " + ex.Message), ("code", code), ("runId", run.RunId))])
-                .ConfigureAwait(false);
-        }
-        finally
-        {
-            RecordUsage(run, answered, generated, reported);
-            await member.DisposeAsync().ConfigureAwait(false);
-            _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
-            await runControl.UnregisterAsync(run.SessionId, run.RunId).ConfigureAwait(false);
-            run.Retention?.Dispose();
-            run.Cancellation.Dispose();
-        }
-    }
-
-    private async Task FinishAsync(ActiveRun run, bool textOpen, string messageId, string outcome)
-    {
-        run.Outcome = outcome;
-        // Once a client can see the end of the run, the run is no longer there to cancel.
-        _runs.TryRemove(Key(run.SessionId, run.RunId), out _);
-        var events = new List<JsonObject>();
-        if (textOpen)
-        {
-            events.Add(AgUi.Event(AgUi.TextMessageEnd, ("messageId", messageId)));
-        }
-
-        // AG-UI 1.0's outcome is an object: {"type":"success"} or {"type":"cancelled"}; the log also says why.
-        var outcomeBody = new JsonObject { ["type"] = outcome };
-        if (outcome == "cancelled")
-        {
-            outcomeBody["reason"] = run.CancelReason ?? "requested";
-        }
-
-        events.Add(AgUi.Event(AgUi.RunFinished, ("threadId", run.SessionId), ("runId", run.RunId), ("outcome", outcomeBody)));
-        await AppendAsync(run, [.. events]).ConfigureAwait(false);
-        Log.RunEnded(logger, run.SessionId, run.RunId, outcome);
-    }
-
-    /// <summary>
-    /// Usage is always counted: what the model reported, or, when it reported nothing (no usage from the upstream, a
-    /// cancelled or failed run), the prompt and the generated text counted with the tokenizer.
-    /// </summary>
-    private void RecordUsage(ActiveRun run, List<ChatMessage>? chat, System.Text.StringBuilder generated, UsageDetails? reported)
-    {
-        if (chat is null)
-        {
-            run.Reservation?.Settle(0);
-            return; // no model answered: nothing was consumed
-        }
-
-        var estimated = reported?.InputTokenCount is null || reported.OutputTokenCount is null;
-        var input = reported?.InputTokenCount ?? tokens.CountPrompt(chat.Select(m => (m.Role.Value, m.AuthorName, m.Text)), null);
-        var output = reported?.OutputTokenCount ?? tokens.Count(generated.ToString());
-        metrics.RecordUsage(new UsageRecord(run.Route.Name, run.Route.ProviderName, input, output, estimated));
-        run.Reservation?.Settle(input + output);
-    }
-
     /// <summary>Checks every second whether anyone watches the session; cancels the run after the idle limit.</summary>
     private ITimer? StartIdleWatch(ActiveRun run)
     {
@@ -425,7 +316,7 @@ internal sealed partial class RunManager(
 
     private async ValueTask<AppendResult> AppendAsync(ActiveRun run, params JsonObject[] events)
     {
-        if (run.Fenced)
+        if (run.Fenced || events.Length == 0)
         {
             return new AppendResult([], false, []);
         }
@@ -477,6 +368,19 @@ internal sealed partial class RunManager(
 
         /// <summary>Its tokens held in the starter's daily budget until usage settles them.</summary>
         public Limits.TokenBudget.Reservation? Reservation { get; init; }
+
+        /// <summary>The agent it runs, with its tools and step limit; null for a plain run.</summary>
+        public RunAgent? Agent { get; init; }
+
+        /// <summary>Who started it, so each later model turn of an agent is held against the same budget.</summary>
+        public Security.CallerGrants? Caller { get; init; }
+
+        public string? FallbackBudgetKey { get; init; }
+
+        /// <summary>From a prompt template's execution settings.</summary>
+        public int? MaxOutputTokens { get; init; }
+
+        public float? Temperature { get; init; }
     }
 
 }

@@ -192,11 +192,17 @@ internal static class AgUi
     public const string StateDelta = "STATE_DELTA";
     public const string MessagesSnapshot = "MESSAGES_SNAPSHOT";
     public const string Custom = "CUSTOM";
+    public const string ReasoningStart = "REASONING_START";
+    public const string ReasoningMessageStart = "REASONING_MESSAGE_START";
+    public const string ReasoningMessageContent = "REASONING_MESSAGE_CONTENT";
+    public const string ReasoningMessageEnd = "REASONING_MESSAGE_END";
+    public const string ReasoningEnd = "REASONING_END";
 
     public static readonly HashSet<string> All =
     [
         RunStarted, RunFinished, RunError, TextMessageStart, TextMessageContent, TextMessageEnd, ToolCallStart, ToolCallArgs,
         ToolCallEnd, ToolCallResult, StepStarted, StepFinished, StateSnapshot, StateDelta, MessagesSnapshot, Custom,
+        ReasoningStart, ReasoningMessageStart, ReasoningMessageContent, ReasoningMessageEnd, ReasoningEnd,
     ];
 
     /// <summary>An event body with its type first and null fields left out.</summary>

@@ -13,6 +13,9 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     /// <summary>Most messages and tool calls in progress at once; starts past it are not summarised.</summary>
     private const int MaxOpen = 1_000;
 
+    /// <summary>Most steps of one run the catch-up repeats.</summary>
+    private const int MaxSteps = 256;
+
     // Approximate characters of the completed messages, so the catch-up conversation is bounded like the log is.
     private long _messageChars;
 
@@ -21,9 +24,13 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     private readonly Dictionary<string, OpenMessage> _openMessages = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OpenToolCall> _openToolCalls = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _activeRuns = new(StringComparer.Ordinal); // runId -> threadId
+    private readonly Dictionary<string, List<RunStep>> _steps = new(StringComparer.Ordinal); // runId -> its steps so far
     private readonly Dictionary<string, JsonObject> _presence = new(StringComparer.Ordinal);
     private int? _crowd; // the last presence.count's total while the session is crowded
     private JsonNode? _state = new JsonObject();
+
+    /// <summary>The shared state.</summary>
+    public JsonNode? State => _state;
 
     /// <summary>Runs started and not yet finished.</summary>
     public IReadOnlyCollection<string> ActiveRuns => _activeRuns.Keys;
@@ -44,10 +51,27 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
                 break;
             case AgUi.RunFinished:
                 _activeRuns.Remove(Str(e, "runId") ?? string.Empty);
+                _steps.Remove(Str(e, "runId") ?? string.Empty);
                 break;
             case AgUi.RunError:
                 // RUN_ERROR names no run in AG-UI; the gateway knows which run wrote it.
                 _activeRuns.Remove(Str(e, "runId") ?? runId ?? string.Empty);
+                _steps.Remove(Str(e, "runId") ?? runId ?? string.Empty);
+                break;
+            case AgUi.StepStarted when StepRun(runId) is { } stepRun:
+                var steps = _steps.TryGetValue(stepRun, out var list) ? list : _steps[stepRun] = [];
+                if (steps.Count < MaxSteps)
+                {
+                    steps.Add(new RunStep(Str(e, "stepName")!, Str(e, "toolCallId")));
+                }
+
+                break;
+            case AgUi.StepFinished when StepRun(runId) is { } stepRun && _steps.TryGetValue(stepRun, out var started):
+                if (started.LastOrDefault(s => !s.Finished && s.Name == Str(e, "stepName")) is { } finished)
+                {
+                    finished.Finished = true;
+                }
+
                 break;
             case AgUi.TextMessageStart:
                 var id = Str(e, "messageId")!;
@@ -246,6 +270,16 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
         foreach (var (runId, threadId) in _activeRuns)
         {
             yield return (AgUi.Event(AgUi.RunStarted, ("threadId", threadId), ("runId", runId)), runId);
+            // An agent's steps so far, so a timeline shows them; their tool calls and results are in the messages.
+            foreach (var step in _steps.GetValueOrDefault(runId) ?? [])
+            {
+                yield return (AgUi.Event(AgUi.StepStarted, ("stepName", step.Name), ("toolCallId", step.ToolCallId)), runId);
+                if (step.Finished)
+                {
+                    yield return (AgUi.Event(AgUi.StepFinished, ("stepName", step.Name), ("toolCallId", step.ToolCallId)), runId);
+                }
+            }
+
             foreach (var open in _openMessages.Values.Where(m => m.RunId == runId))
             {
                 yield return (AgUi.Event(AgUi.TextMessageStart, ("messageId", open.Id), ("role", open.Role)), runId);
@@ -309,6 +343,18 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
 
     private static string? Str(JsonObject e, string name) =>
         e[name] is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : null;
+
+    /// <summary>
+    /// The run a step belongs to: the run that wrote it, or for a step published from outside (an external agent) the
+    /// one run in progress.
+    /// </summary>
+    private string? StepRun(string? runId) =>
+        runId is not null ? (_activeRuns.ContainsKey(runId) ? runId : null) : _activeRuns.Count == 1 ? _activeRuns.Keys.First() : null;
+
+    private sealed record RunStep(string Name, string? ToolCallId)
+    {
+        public bool Finished { get; set; }
+    }
 
     private sealed record OpenMessage(string Id, string Role, string? RunId)
     {

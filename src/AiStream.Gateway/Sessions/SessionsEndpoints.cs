@@ -21,6 +21,32 @@ internal static partial class SessionsEndpoints
         return app;
     }
 
+    /// <summary>
+    /// A run's body, the same on every transport: <c>messages</c>, <c>model</c>, <c>tools</c>, and either
+    /// <c>prompt</c> with <c>variables</c> (a template) or <c>agent</c>.
+    /// </summary>
+    public static (RunRequest? Request, ApiError? Error) RunBody(JsonObject run)
+    {
+        foreach (var name in (ReadOnlySpan<string>)["model", "prompt", "agent"])
+        {
+            if (run[name] is { } value && value.GetValueKind() != JsonValueKind.String)
+            {
+                return (null, ApiError.BadRequest($"'{name}' must be a string.", name));
+            }
+        }
+
+        if (run["variables"] is { } variables && variables is not JsonObject)
+        {
+            return (null, ApiError.BadRequest("'variables' must be an object.", "variables"));
+        }
+
+        return (new RunRequest(run["messages"], (run["model"] as JsonValue)?.GetValue<string>(), (run["prompt"] as JsonValue)?.GetValue<string>(), Tools: run["tools"])
+        {
+            Variables = run["variables"] as JsonObject,
+            Agent = (run["agent"] as JsonValue)?.GetValue<string>(),
+        }, null);
+    }
+
     /// <summary>Session ids are path segments and Redis key parts: letters, digits and <c>._:-</c>, up to 128.</summary>
     public static ApiError? CheckSessionId(string? sessionId) =>
         sessionId is not null && SessionIdPattern().IsMatch(sessionId) ? null
@@ -59,21 +85,14 @@ internal static partial class SessionsEndpoints
             return ApiError.BadRequest("The body must be a JSON object.").ToResult();
         }
 
-        foreach (var name in (ReadOnlySpan<string>)["model", "prompt"])
+        var (runRequest, bodyError) = RunBody(run);
+        if (bodyError is not null)
         {
-            if (run[name] is { } value && value.GetValueKind() != JsonValueKind.String)
-            {
-                return ApiError.BadRequest($"'{name}' must be a string.", name).ToResult();
-            }
-        }
-
-        if (run["variables"] is { } variables && variables is not JsonObject)
-        {
-            return ApiError.BadRequest("'variables' must be an object.", "variables").ToResult();
+            return bodyError.ToResult();
         }
 
         var (runId, error) = await runs.StartAsync(sessionId,
-            new RunRequest(run["messages"], (run["model"] as JsonValue)?.GetValue<string>(), (run["prompt"] as JsonValue)?.GetValue<string>(), Tools: run["tools"])
+            runRequest! with
             {
                 Owner = CallerGrants.Of(request.HttpContext).Subject,
                 Caller = CallerGrants.Of(request.HttpContext),

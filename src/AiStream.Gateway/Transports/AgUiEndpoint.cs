@@ -61,9 +61,12 @@ internal static class AgUiEndpoint
         var runId = input["runId"] is JsonValue run && run.GetValueKind() == JsonValueKind.String && run.GetValue<string>().Length > 0
             ? run.GetValue<string>()
             : "run_" + Guid.NewGuid().ToString("N")[..20];
-        var model = input["forwardedProps"] is JsonObject props && props["model"] is JsonValue m && m.GetValueKind() == JsonValueKind.String
-            ? m.GetValue<string>()
-            : null;
+        // The gateway's own run fields (model, prompt and variables, agent) travel in AG-UI's forwardedProps.
+        var (forwarded, forwardedError) = SessionsEndpoints.RunBody(input["forwardedProps"] as JsonObject ?? []);
+        if (forwardedError is not null)
+        {
+            return (forwardedError with { Param = "forwardedProps." + forwardedError.Param }).ToResult();
+        }
 
         // Subscribe to this run's events before it starts, so RUN_STARTED is the first thing streamed.
         var options = sessionOptions.Value;
@@ -71,8 +74,10 @@ internal static class AgUiEndpoint
         await store.SubscribeAsync(sessionId, null, subscriber, cancellationToken);
         try
         {
-            var request = new RunRequest(input["messages"], model, null, runId, input["tools"], input["context"], input["state"] as JsonObject)
+            var request = new RunRequest(input["messages"], forwarded!.Model, forwarded.Prompt, runId, input["tools"], input["context"], input["state"] as JsonObject)
             {
+                Variables = forwarded.Variables,
+                Agent = forwarded.Agent,
                 Owner = CallerGrants.Of(context).Subject,
                 Caller = CallerGrants.Of(context),
                 FallbackBudgetKey = "ip:" + context.Connection.RemoteIpAddress,

@@ -83,8 +83,14 @@ internal sealed class SessionHub(HubSubscriptions subscriptions, ISessionStore s
             throw new HubException("The run request must be a JSON object without repeated property names.");
         }
 
+        var (parsed, bodyError) = SessionsEndpoints.RunBody(body);
+        if (bodyError is not null)
+        {
+            throw new HubException(bodyError.Message);
+        }
+
         var (runId, error) = await runs.StartAsync(sessionId,
-            new RunRequest(body["messages"], (body["model"] as JsonValue)?.ToString(), (body["prompt"] as JsonValue)?.ToString(), Tools: body["tools"])
+            parsed! with
             {
                 Owner = Caller.Subject,
                 Caller = Caller,

@@ -182,6 +182,8 @@ public sealed class ExpiryTests
 
         public ValueTask<IReadOnlyList<JsonObject>> MessagesAsync(string sessionId, CancellationToken cancellationToken) => inner.MessagesAsync(sessionId, cancellationToken);
 
+        public ValueTask<JsonNode?> StateAsync(string sessionId, CancellationToken cancellationToken) => inner.StateAsync(sessionId, cancellationToken);
+
         public ValueTask<bool> HasMessageAsync(string sessionId, string messageId, CancellationToken cancellationToken) => inner.HasMessageAsync(sessionId, messageId, cancellationToken);
 
         public ValueTask<SessionInfo> InfoAsync(string sessionId, CancellationToken cancellationToken) => inner.InfoAsync(sessionId, cancellationToken);

@@ -5,7 +5,7 @@ namespace AiStream.Gateway.Providers.Simulated;
 
 /// <summary>
 /// The built-in model: a real <see cref="IChatClient"/> that streams deterministic prose word by word at a configured
-/// pace, streams a tool call when offered tools and asked for one, and reports usage counted with a real tokenizer.
+/// pace, streams tool calls (reasoning, then the arguments piece by piece) when offered tools and asked for them, and reports usage counted with a real tokenizer.
 /// </summary>
 internal sealed class SimulatedChatClient(string modelId, ProviderOptions provider, TokenCounter tokens, TimeProvider time) : IChatClient
 {
@@ -39,15 +39,31 @@ internal sealed class SimulatedChatClient(string modelId, ProviderOptions provid
 
         var completionTokens = 0;
         ChatFinishReason finish = ChatFinishReason.Stop;
+        var gap = provider.TokensPerSecond > 0 ? TimeSpan.FromSeconds(1 / provider.TokensPerSecond) : TimeSpan.Zero;
         if (plan.ToolCall is { } call)
         {
+            // Like a reasoning model: why it calls the tool, then the call with its arguments streamed in pieces.
+            foreach (var word in plan.Thinking ?? [])
+            {
+                completionTokens += tokens.Count(word, cancellationToken);
+                yield return Update(new TextReasoningContent(word));
+                await Pause(gap, cancellationToken).ConfigureAwait(false);
+            }
+
+            var arguments = ToolArguments.Serialize(call.Arguments);
+            for (var at = 0; at < arguments.Length || at == 0; at += ArgumentPiece)
+            {
+                var piece = arguments.Substring(at, Math.Min(ArgumentPiece, arguments.Length - at));
+                yield return Update(new ToolCallDeltaContent(new ToolCallDelta(0, at == 0 ? call.CallId : null, at == 0 ? call.Name : null, piece)));
+                await Pause(gap, cancellationToken).ConfigureAwait(false);
+            }
+
             yield return Update(call);
-            completionTokens = tokens.Count(call.Name, cancellationToken) + tokens.Count(System.Text.Json.JsonSerializer.Serialize(call.Arguments, ToolArguments.CompactJson), cancellationToken);
+            completionTokens += tokens.Count(call.Name, cancellationToken) + tokens.Count(arguments, cancellationToken);
             finish = ChatFinishReason.ToolCalls;
         }
         else
         {
-            var gap = provider.TokensPerSecond > 0 ? TimeSpan.FromSeconds(1 / provider.TokensPerSecond) : TimeSpan.Zero;
             for (var i = 0; i < plan.Words.Count; i++)
             {
                 var word = plan.Words[i];
@@ -77,6 +93,12 @@ internal sealed class SimulatedChatClient(string modelId, ProviderOptions provid
         last.FinishReason = finish;
         yield return last;
     }
+
+    /// <summary>Characters of tool-call arguments per streamed piece.</summary>
+    private const int ArgumentPiece = 8;
+
+    private Task Pause(TimeSpan gap, CancellationToken cancellationToken) =>
+        gap > TimeSpan.Zero ? Task.Delay(gap, time, cancellationToken) : Task.CompletedTask;
 
     public object? GetService(Type serviceType, object? serviceKey = null) =>
         serviceKey is null && serviceType.IsInstanceOfType(this) ? this :

@@ -6,14 +6,14 @@ using Microsoft.Extensions.AI;
 
 namespace AiStream.Gateway.Providers.Simulated;
 
-/// <summary>What the simulated model will say: prose words, or one tool call.</summary>
-internal sealed record SimulatedPlan(IReadOnlyList<string> Words, FunctionCallContent? ToolCall);
+/// <summary>What the simulated model will say: prose words, or one tool call (with its reasoning before it).</summary>
+internal sealed record SimulatedPlan(IReadOnlyList<string> Words, FunctionCallContent? ToolCall, IReadOnlyList<string>? Thinking = null);
 
 /// <summary>
 /// Writes the simulated model's answer. The text is deterministic: the same conversation always gives the same
 /// answer, because the random source is seeded from a SHA-256 of the last user message.
 /// </summary>
-internal static class SimulatedScript
+internal static partial class SimulatedScript
 {
     private static readonly string[] Openers =
     [
@@ -69,22 +69,40 @@ internal static class SimulatedScript
         "explain", "do", "does", "should", "from", "by", "at", "as", "we", "our",
     };
 
+    /// <summary>
+    /// Plans the next turn. Offered tools, the model works through the ones the last user message asks for, one per
+    /// turn and in the order the message mentions them, each with plausible arguments; once none is left it answers
+    /// with what they returned. So an agent's whole multi-step trace is deterministic and runs offline.
+    /// </summary>
     public static SimulatedPlan Plan(IList<ChatMessage> messages, ChatOptions? options)
     {
-        var lastUser = messages.LastOrDefault(m => m.Role == ChatRole.User)?.Text ?? string.Empty;
-        var random = new Random(Seed(lastUser));
-        var last = messages.Count > 0 ? messages[^1] : null;
-
-        if (last is not null && last.Role == ChatRole.Tool)
+        var lastUserIndex = -1;
+        for (var i = messages.Count - 1; i >= 0 && lastUserIndex < 0; i--)
         {
-            var result = last.Contents.OfType<FunctionResultContent>().FirstOrDefault()?.Result?.ToString() ?? "no data";
-            return new SimulatedPlan(Words($"The tool answered: {Trim(result, 200)} Based on that, here is my summary. " +
-                Body[random.Next(Body.Length)] + " " + Closers[random.Next(Closers.Length)]), null);
+            lastUserIndex = messages[i].Role == ChatRole.User ? i : -1;
         }
 
-        if (TryPlanToolCall(lastUser, options, random) is { } call)
+        var lastUser = lastUserIndex >= 0 ? messages[lastUserIndex].Text : string.Empty;
+        var since = messages.Skip(lastUserIndex + 1).ToList();
+        var calls = since.SelectMany(m => m.Contents.OfType<FunctionCallContent>()).ToList();
+        var results = since.SelectMany(m => m.Contents.OfType<FunctionResultContent>()).ToList();
+        var random = new Random(Seed(lastUser) ^ since.Count);
+
+        var lastResult = results.Count > 0 ? ResultText(results[^1]) : null;
+        if (TryPlanToolCall(lastUser, options, random, calls, lastResult) is { } call)
         {
-            return new SimulatedPlan([], call);
+            var why = $"The question needs {call.Name.Replace('_', ' ')}, so I will call it with {ToolArguments.Serialize(call.Arguments)}.";
+            return new SimulatedPlan([], call, Words(why));
+        }
+
+        if (results.Count > 0)
+        {
+            var found = results.Count == 1
+                ? $"The tool answered: {Trim(ResultText(results[0]), 200)}"
+                : "The tools answered: " + string.Join("; ", results.Select(r =>
+                    $"{calls.FirstOrDefault(c => c.CallId == r.CallId)?.Name ?? "a tool"} gave {Trim(ResultText(r), 120)}")) + ".";
+            return new SimulatedPlan(Words(found + " Based on that, here is my summary. " + Body[random.Next(Body.Length)] + " " +
+                Closers[random.Next(Closers.Length)]), null);
         }
 
         var text = new StringBuilder();
@@ -121,7 +139,7 @@ internal static class SimulatedScript
         return words;
     }
 
-    private static FunctionCallContent? TryPlanToolCall(string prompt, ChatOptions? options, Random random)
+    private static FunctionCallContent? TryPlanToolCall(string prompt, ChatOptions? options, Random random, List<FunctionCallContent> called, string? lastResult)
     {
         var tools = options?.Tools?.OfType<AIFunctionDeclaration>().ToList();
         if (tools is null || tools.Count == 0 || options!.ToolMode is NoneChatToolMode)
@@ -130,17 +148,18 @@ internal static class SimulatedScript
         }
 
         AIFunctionDeclaration? chosen = null;
-        if (options.ToolMode is RequiredChatToolMode required)
+        if (options.ToolMode is RequiredChatToolMode required && lastResult is null)
         {
             chosen = required.RequiredFunctionName is { } name ? tools.FirstOrDefault(t => t.Name == name) : tools[0];
         }
 
-        // The prompt "asks for" a tool when it names it, with underscores or dashes read as spaces.
-        chosen ??= tools.FirstOrDefault(t =>
-            prompt.Contains(t.Name, StringComparison.OrdinalIgnoreCase) ||
-            prompt.Contains(t.Name.Replace('_', ' ').Replace('-', ' '), StringComparison.OrdinalIgnoreCase) ||
-            t.Name.Split('_', '-').Where(p => p.Length > 3 && !p.Equals("get", StringComparison.OrdinalIgnoreCase))
-                .Any(p => prompt.Contains(p, StringComparison.OrdinalIgnoreCase)));
+        // The next tool the prompt asks for (by where it asks) that has not been called since it was asked.
+        chosen ??= tools
+            .Select((tool, order) => (Tool: tool, Order: order, At: AskedAt(prompt, tool)))
+            .Where(t => t.At >= 0 && !called.Any(c => c.Name == t.Tool.Name))
+            .OrderBy(t => t.At).ThenBy(t => t.Order)
+            .Select(t => t.Tool)
+            .FirstOrDefault();
         if (chosen is null)
         {
             return null;
@@ -162,6 +181,17 @@ internal static class SimulatedScript
                     continue;
                 }
 
+                if (ArgumentFor(property.Name, prompt, subject, lastResult) is { } known)
+                {
+                    arguments[property.Name] = known;
+                    continue;
+                }
+
+                if (Optional(chosen.JsonSchema, property.Name))
+                {
+                    continue; // a model leaves out what it need not say
+                }
+
                 arguments[property.Name] = type switch
                 {
                     "integer" => 1 + random.Next(9),
@@ -177,6 +207,63 @@ internal static class SimulatedScript
         var callId = "call_" + Convert.ToHexStringLower(BitConverter.GetBytes(random.NextInt64()));
         return new FunctionCallContent(callId, chosen.Name, arguments);
     }
+
+    /// <summary>
+    /// Where in the prompt a tool is asked for, or -1: its name (underscores and dashes read as spaces), a part of its
+    /// name longer than three letters other than "get", or, for a tool taking an <c>expression</c>, arithmetic.
+    /// </summary>
+    private static int AskedAt(string prompt, AIFunctionDeclaration tool)
+    {
+        var positions = new List<int>
+        {
+            prompt.IndexOf(tool.Name, StringComparison.OrdinalIgnoreCase),
+            prompt.IndexOf(tool.Name.Replace('_', ' ').Replace('-', ' '), StringComparison.OrdinalIgnoreCase),
+        };
+        positions.AddRange(tool.Name.Split('_', '-').Where(p => p.Length > 3 && !p.Equals("get", StringComparison.OrdinalIgnoreCase))
+            .Select(p => prompt.IndexOf(p, StringComparison.OrdinalIgnoreCase)));
+        if (HasParameter(tool.JsonSchema, "expression") && Arithmetic().Match(prompt) is { Success: true } math)
+        {
+            positions.Add(math.Index);
+        }
+
+        return positions.Where(p => p >= 0).DefaultIfEmpty(-1).Min();
+    }
+
+    /// <summary>
+    /// Arguments a model would read from the conversation: an arithmetic expression, a state path, and a value to
+    /// record (what the last tool returned, else a quoted phrase, else the subject).
+    /// </summary>
+    private static string? ArgumentFor(string name, string prompt, string subject, string? lastResult) => name switch
+    {
+        "expression" when Arithmetic().Match(prompt) is { Success: true } math => math.Value.Trim(),
+        "path" => "/" + (StateKeys.FirstOrDefault(k => prompt.Contains(k, StringComparison.OrdinalIgnoreCase)) ?? "notes"),
+        "value" => JsonSerializer.Serialize(lastResult ?? (Quoted().Match(prompt) is { Success: true } quoted ? quoted.Groups[1].Value : subject)),
+        _ => null,
+    };
+
+    private static readonly string[] StateKeys = ["title", "todo", "notes", "findings", "summary"];
+
+    private static bool HasParameter(JsonElement schema, string name) =>
+        schema.ValueKind == JsonValueKind.Object && schema.TryGetProperty("properties", out var properties)
+        && properties.ValueKind == JsonValueKind.Object && properties.TryGetProperty(name, out _);
+
+    private static bool Optional(JsonElement schema, string name) =>
+        schema.ValueKind == JsonValueKind.Object && schema.TryGetProperty("required", out var required) && required.ValueKind == JsonValueKind.Array
+        && !required.EnumerateArray().Any(r => r.ValueKind == JsonValueKind.String && r.GetString() == name);
+
+    private static string ResultText(FunctionResultContent result) => result.Result switch
+    {
+        null => "nothing",
+        string text => text,
+        JsonElement { ValueKind: JsonValueKind.String } e => e.GetString() ?? string.Empty,
+        var other => other.ToString() ?? string.Empty,
+    };
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"[(\d][\d\s.()]*[-+*/%][\d\s.()+*/%-]*\d\)?", System.Text.RegularExpressions.RegexOptions.None, 1000)]
+    private static partial System.Text.RegularExpressions.Regex Arithmetic();
+
+    [System.Text.RegularExpressions.GeneratedRegex("[\"“']([^\"”']{1,200})[\"”']", System.Text.RegularExpressions.RegexOptions.None, 1000)]
+    private static partial System.Text.RegularExpressions.Regex Quoted();
 
     private static string? Topic(string prompt)
     {

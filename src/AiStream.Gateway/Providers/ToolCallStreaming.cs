@@ -1,0 +1,45 @@
+using Microsoft.Extensions.AI;
+
+namespace AiStream.Gateway.Providers;
+
+/// <summary>
+/// A piece of a tool call as the model streams it: the call's position in the turn, its id and name when this piece
+/// carries them (the first does), and the next characters of its JSON arguments.
+/// </summary>
+internal sealed record ToolCallDelta(int Index, string? CallId, string? Name, string ArgumentsDelta);
+
+/// <summary>
+/// Microsoft.Extensions.AI hands over a tool call whole, once the model has finished it; a dashboard wants the
+/// arguments as they stream. This reads the pieces from an update: the simulated model's
+/// <see cref="ToolCallDeltaContent"/>, or the OpenAI (and Azure OpenAI) chunk the update was made from. No library
+/// exposes them, so this small reader does.
+/// </summary>
+internal static class ToolCallStreaming
+{
+    public static IEnumerable<ToolCallDelta> Deltas(ChatResponseUpdate update)
+    {
+        foreach (var content in update.Contents)
+        {
+            if (content is ToolCallDeltaContent delta)
+            {
+                yield return delta.Delta;
+            }
+        }
+
+        if (update.RawRepresentation is OpenAI.Chat.StreamingChatCompletionUpdate { ToolCallUpdates: { Count: > 0 } calls })
+        {
+            foreach (var call in calls)
+            {
+                var arguments = call.FunctionArgumentsUpdate is { } data && !data.IsEmpty ? data.ToString() : string.Empty;
+                yield return new ToolCallDelta(call.Index, string.IsNullOrEmpty(call.ToolCallId) ? null : call.ToolCallId,
+                    string.IsNullOrEmpty(call.FunctionName) ? null : call.FunctionName, arguments);
+            }
+        }
+    }
+}
+
+/// <summary>A streamed piece of a tool call, as the simulated model sends it.</summary>
+internal sealed class ToolCallDeltaContent(ToolCallDelta delta) : AIContent
+{
+    public ToolCallDelta Delta { get; } = delta;
+}

@@ -112,6 +112,34 @@ public sealed class CrossNodeTests(CrossNodeCluster cluster) : IClassFixture<Cro
     }
 
     [Fact]
+    public async Task AgentRunOnA_WatchedOnB_TheWholeTraceWithTheSamePositions()
+    {
+        var session = NewSessionId();
+        using var a = cluster.A.Client();
+        using var b = cluster.B.Client();
+        using var onA = await ScaleoutKit.WatchAsync(a, session, name: "A");
+        using var onB = await ScaleoutKit.WatchAsync(b, session, name: "B");
+
+        var runId = await Agents.AgentTrace.StartAsync(a, session, Agents.AgentTrace.Agent("researcher", Agents.AgentTrace.Question));
+        var endOnA = await onA.WaitForRunEndAsync(runId);
+        var endOnB = await onB.WaitForRunEndAsync(runId);
+
+        var traceOnB = onB.Events.Select(e => e.Data).ToList();
+        Assert.Equal(Agents.AgentTrace.Researcher, Agents.AgentTrace.Pattern(traceOnB));
+        Agents.AgentTrace.AssertResearcherContent(traceOnB);
+        Assert.Equal(endOnA.Json, endOnB.Json);
+        var from = Math.Max(onA.SnapshotHead!.Value, onB.SnapshotHead!.Value);
+        Assert.Equal(onA.Events.Where(e => e.Seq > from && e.Seq <= endOnA.Seq).Select(e => (e.Id, e.Json)),
+            onB.Events.Where(e => e.Seq > from && e.Seq <= endOnB.Seq).Select(e => (e.Id, e.Json)));
+        AssertNoGapNoDuplicate(onB.Events, label: "B");
+
+        // The state the agent wrote on A is the state B's newcomers get.
+        using var late = await ScaleoutKit.WatchAsync(b, session, name: "B-late");
+        var state = await late.WaitForAsync(e => e.Type == "STATE_SNAPSHOT", "the state");
+        Assert.Equal("391", state.Data["snapshot"]!["findings"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task SignalRClientOnB_RunStartedOnA_SameEventsAndPositionsAsSseOnA()
     {
         var session = NewSessionId();

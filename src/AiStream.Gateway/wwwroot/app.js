@@ -80,8 +80,44 @@
     return entry;
   }
 
+  // An agent's trace: a line per step, reasoning, tool call (arguments streaming in, then the result) and state change.
+  function traceLine(id, role, text) {
+    const entry = messageElement(id, role);
+    entry.li.classList.add('trace');
+    if (text !== undefined) entry.text.textContent = text;
+    return entry;
+  }
+
   function onEvent(e) {
     switch (e.type) {
+      case 'STEP_STARTED':
+        if (e.stepName.startsWith('model:')) traceLine(`step-${e.stepName}-${e.seq}`, 'step', `step ${e.stepName.slice(6)}: thinking`);
+        break;
+      case 'REASONING_MESSAGE_START':
+        traceLine(e.messageId, 'thinking', '');
+        break;
+      case 'REASONING_MESSAGE_CONTENT':
+        traceLine(e.messageId, 'thinking').text.textContent += e.delta;
+        break;
+      case 'TOOL_CALL_START':
+        traceLine(e.toolCallId, 'tool', `${e.toolCallName}(`).li.classList.add('streaming');
+        break;
+      case 'TOOL_CALL_ARGS':
+        traceLine(e.toolCallId, 'tool').text.textContent += e.delta;
+        break;
+      case 'TOOL_CALL_END':
+        traceLine(e.toolCallId, 'tool').text.textContent += ')';
+        traceLine(e.toolCallId, 'tool').li.classList.remove('streaming');
+        break;
+      case 'TOOL_CALL_RESULT': {
+        const call = messages.has(e.toolCallId) ? traceLine(e.toolCallId, 'tool') : traceLine(e.messageId, 'tool', 'tool');
+        call.text.textContent += ` → ${e.content}`;
+        if (e.error) call.li.classList.add('failed');
+        break;
+      }
+      case 'STATE_DELTA':
+        traceLine(`state-${e.seq}`, 'state', e.delta.map((op) => `${op.op} ${op.path} ${JSON.stringify(op.value ?? null)}`).join('; '));
+        break;
       case 'MESSAGES_SNAPSHOT':
         $('messages').replaceChildren();
         messages.clear();
@@ -145,7 +181,22 @@
     source.onopen = () => setStatus(`in ${sessionId} as ${name}`);
     source.onerror = () => setStatus('reconnecting…'); // EventSource resumes with Last-Event-ID by itself
     source.onmessage = (message) => onEvent(JSON.parse(message.data));
-    for (const id of ['text', 'send']) $(id).disabled = false;
+    for (const id of ['text', 'send', 'mode']) $(id).disabled = false;
+    loadAgents();
+  }
+
+  // Agents and prompt templates loaded by the gateway (prompts/), offered beside the plain model.
+  async function loadAgents() {
+    if ($('mode').options.length > 1) return;
+    const response = await fetch('/api/agents');
+    if (!response.ok) return;
+    for (const agent of (await response.json()).data) {
+      const option = document.createElement('option');
+      option.value = agent.name;
+      option.textContent = `Agent: ${agent.name}`;
+      option.title = agent.description ?? '';
+      $('mode').append(option);
+    }
   }
 
   async function send(event) {
@@ -156,7 +207,7 @@
     const response = await fetch(`/api/sessions/${encodeURIComponent(sessionId)}/runs`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ messages: [{ role: 'user', content }] }),
+      body: JSON.stringify({ messages: [{ role: 'user', content }], ...($('mode').value ? { agent: $('mode').value } : {}) }),
     });
     if (!response.ok) setStatus(`could not start the run: ${(await response.json()).detail}`);
   }
@@ -170,6 +221,10 @@
     });
   }
 
+  $('mode').addEventListener('change', () => {
+    $('text').placeholder = $('mode').value === 'researcher' ? 'e.g. What is 17 * 23? Write the answer to the findings.'
+      : $('mode').value ? `Ask ${$('mode').value}…` : 'Ask the model…';
+  });
   $('join').addEventListener('submit', join);
   $('prompt').addEventListener('submit', send);
   $('cancel').addEventListener('click', () => {

@@ -100,7 +100,7 @@ internal static partial class SimulatedScript
             var found = results.Count == 1
                 ? $"The tool answered: {Trim(ResultText(results[0]), 200)}"
                 : "The tools answered: " + string.Join("; ", results.Select(r =>
-                    $"{calls.FirstOrDefault(c => c.CallId == r.CallId)?.Name ?? "a tool"} gave {Trim(ResultText(r), 120)}")) + ".";
+                    $"{calls.FirstOrDefault(c => c.CallId == r.CallId)?.Name ?? "a tool"} gave {Trim(ResultText(r), 120).TrimEnd('.')}")) + ".";
             return new SimulatedPlan(Words(found + " Based on that, here is my summary. " + Body[random.Next(Body.Length)] + " " +
                 Closers[random.Next(Closers.Length)]), null);
         }

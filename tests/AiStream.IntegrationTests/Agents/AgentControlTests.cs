@@ -132,6 +132,48 @@ public sealed class AgentControlTests : IDisposable
         Assert.Contains("Mexico City", tools[0]["content"]!.ToJsonString(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task EachModelTurn_GetsRetriesBeforeItsFirstToken_WithoutRepeatingAnything()
+    {
+        Define("forecaster", "get_weather", "get_product_name", model: "gpt-test");
+        await using var upstream = await FakeUpstream.StartAsync(new UpstreamScript.Replay(Fixtures.Events("openai-chat-text-usage.sse")));
+        upstream.Then(new UpstreamScript.Replay(Fixtures.Events("openai-chat-parallel-tool-calls.sse")), new UpstreamScript.Fail(503));
+        await using var gateway = Gateway(Settings.Compatible(upstream.BaseUrl, maxRetries: 1));
+        using var http = gateway.Client();
+        var session = NewSessionId();
+        using var watcher = await SessionWatcher.OpenAsync(http, session);
+
+        await StartAsync(http, session, Agent("forecaster", "Weather in Mexico City?"));
+        await watcher.ReadUntilAsync(e => e.IsRunEnd);
+
+        // The second turn failed once before its first token and was retried: three requests, one trace.
+        Assert.Equal(3, upstream.RequestCount);
+        Assert.Equal("success", watcher.Seen[^1].OutcomeType);
+        var pattern = Pattern(watcher.Seen.Select(e => e.Data));
+        Assert.Single(pattern, p => p == "STEP_STARTED model:2");
+        Assert.Single(pattern, p => p == "TEXT_MESSAGE_START");
+    }
+
+    [Fact]
+    public async Task TheDailyTokenBudget_HoldsEveryModelTurn_AndEndsTheRunWhenTheNextTurnDoesNotFit()
+    {
+        Define("hasty", "calculate");
+        var settings = Tokens.AuthOn(Sim()).With("AiStream:Limits:DailyTokens", 360).With("AiStream:Limits:DefaultMaxTokens", 300);
+        await using var gateway = Gateway(settings);
+        using var http = gateway.Client().WithBearer(Tokens.Mint("alice", Tokens.Grants(("*", ["read", "write"]))));
+        var session = NewSessionId();
+        using var watcher = await SessionWatcher.OpenAsync(http, session);
+
+        await StartAsync(http, session, Agent("hasty", "What is 2 + 2?"));
+        await watcher.ReadUntilAsync(e => e.IsRunEnd);
+
+        // The first turn fitted (about 20 tokens of prompt plus 300 allowed, of 360); it used about 60, and the second
+        // turn (about 45 tokens of prompt plus 300) does not fit in what is left.
+        var pattern = Pattern(watcher.Seen.Select(e => e.Data));
+        Assert.Equal(["STEP_STARTED tool:calculate", "TOOL_CALL_RESULT", "STEP_FINISHED tool:calculate", "RUN_ERROR"], pattern[^4..]);
+        Assert.Equal("daily_token_budget_exceeded", watcher.Seen[^1].Str("code"));
+    }
+
     private GatewayFactory Gateway(Dictionary<string, string?> settings)
     {
         settings["AiStream:Agents:PromptsPath"] = _prompts;

@@ -160,3 +160,33 @@ test('every event of an /agui run validates against the @ag-ui/core 1.0.0 event 
   assert.equal(events.at(-1).type, 'RUN_FINISHED');
   assert.deepEqual(events.at(-1).outcome, { type: 'success' });
 });
+
+test('@ag-ui/client HttpAgent runs the researcher agent: the client verifies and applies the whole step trace', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const sid = sessionId('agui-researcher');
+  const agent = new HttpAgent({ url: `${GATEWAY_URL}/agui`, threadId: sid });
+  agent.messages = [{ id: 'q1', role: 'user', content: 'What is 17 * 23? Write the answer to the findings.' }];
+  const seen = [];
+  const steps = [];
+  const args = [];
+  const subscriber = {
+    onEvent: ({ event }) => void seen.push(event),
+    onStepStartedEvent: ({ event }) => void steps.push(event.stepName),
+    onToolCallArgsEvent: ({ event }) => void args.push(event.delta),
+  };
+  // The agent's fields travel in forwardedProps; the client checks every event against its schema and the sequence rules.
+  const { warnings } = await capturingWarnings(() => agent.runAgent({ runId: 'research-1', forwardedProps: { agent: 'researcher' } }, subscriber));
+
+  assert.deepEqual(steps, ['model:1', 'tool:calculate', 'model:2', 'tool:write_state', 'model:3']);
+  assert.equal(seen.at(-1).type, 'RUN_FINISHED');
+  assert.ok(seen.some((e) => e.type === 'REASONING_MESSAGE_CONTENT'), 'the reasoning streams');
+  assert.ok(args.length > 2, 'tool arguments stream in pieces');
+  assert.equal(seen.find((e) => e.type === 'TOOL_CALL_RESULT').content, '391');
+  // The client applied the state write and holds the conversation: tool calls, their results, the answer.
+  assert.deepEqual(agent.state, { findings: '391' });
+  const toolMessages = agent.messages.filter((m) => m.role === 'tool').map((m) => m.content);
+  assert.deepEqual(toolMessages, ['391', 'Set /findings to "391".']);
+  const calls = agent.messages.filter((m) => m.role === 'assistant' && m.toolCalls?.length).flatMap((m) => m.toolCalls.map((c) => c.function.name));
+  assert.deepEqual(calls, ['calculate', 'write_state']);
+  assert.match(agent.messages.at(-1).content, /calculate gave 391/);
+  assert.deepEqual(warnings.filter((w) => /ag-ui/.test(w)), [], 'no AG-UI conformance notices from the client');
+});

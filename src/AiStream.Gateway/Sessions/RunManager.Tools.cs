@@ -45,7 +45,7 @@ internal sealed partial class RunManager
         var agent = run.Agent!;
         await member.SetStateAsync(Status(run, "calling_tool", call.Name)).ConfigureAwait(false);
         trace.Step = "tool:" + call.Name;
-        await AppendAsync(run, AgUi.Event(AgUi.StepStarted, ("stepName", trace.Step), ("toolCallId", call.CallId))).ConfigureAwait(false);
+        await AppendAsync(run, AgUi.Event(AgUi.StepStarted, ("stepName", trace.Step))).ConfigureAwait(false);
 
         string content;
         var failed = false;
@@ -86,7 +86,7 @@ internal sealed partial class RunManager
             result["error"] = true;
         }
 
-        await AppendAsync(run, result, AgUi.Event(AgUi.StepFinished, ("stepName", trace.Step), ("toolCallId", call.CallId))).ConfigureAwait(false);
+        await AppendAsync(run, result, AgUi.Event(AgUi.StepFinished, ("stepName", trace.Step))).ConfigureAwait(false);
         trace.Step = null;
         return new ChatMessage(ChatRole.Tool, [new FunctionResultContent(call.CallId, content)]);
     }

@@ -62,7 +62,7 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
                 var steps = _steps.TryGetValue(stepRun, out var list) ? list : _steps[stepRun] = [];
                 if (steps.Count < MaxSteps)
                 {
-                    steps.Add(new RunStep(Str(e, "stepName")!, Str(e, "toolCallId")));
+                    steps.Add(new RunStep(Str(e, "stepName")!));
                 }
 
                 break;
@@ -273,10 +273,10 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
             // An agent's steps so far, so a timeline shows them; their tool calls and results are in the messages.
             foreach (var step in _steps.GetValueOrDefault(runId) ?? [])
             {
-                yield return (AgUi.Event(AgUi.StepStarted, ("stepName", step.Name), ("toolCallId", step.ToolCallId)), runId);
+                yield return (AgUi.Event(AgUi.StepStarted, ("stepName", step.Name)), runId);
                 if (step.Finished)
                 {
-                    yield return (AgUi.Event(AgUi.StepFinished, ("stepName", step.Name), ("toolCallId", step.ToolCallId)), runId);
+                    yield return (AgUi.Event(AgUi.StepFinished, ("stepName", step.Name)), runId);
                 }
             }
 
@@ -351,7 +351,7 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     private string? StepRun(string? runId) =>
         runId is not null ? (_activeRuns.ContainsKey(runId) ? runId : null) : _activeRuns.Count == 1 ? _activeRuns.Keys.First() : null;
 
-    private sealed record RunStep(string Name, string? ToolCallId)
+    private sealed record RunStep(string Name)
     {
         public bool Finished { get; set; }
     }

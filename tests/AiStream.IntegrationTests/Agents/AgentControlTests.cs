@@ -49,8 +49,8 @@ public sealed class AgentControlTests : IDisposable
     public async Task CancelDuringALaterModelTurn_AbortsTheUpstreamRequest()
     {
         Define("forecaster", "get_weather", "get_product_name", model: "gpt-test");
-        await using var upstream = await FakeUpstream.StartAsync(
-            new UpstreamScript.Replay(Fixtures.Events("openai-chat-text-usage-long.sse"), TimeSpan.FromMilliseconds(30)));
+        // The second turn's stream stops after a few chunks and stays open until the gateway goes away.
+        await using var upstream = await FakeUpstream.StartAsync(new UpstreamScript.StallAfter(Fixtures.Events("openai-chat-text-usage-long.sse"), 6));
         upstream.Then(new UpstreamScript.Replay(Fixtures.Events("openai-chat-parallel-tool-calls.sse")));
         await using var gateway = Gateway(Settings.Compatible(upstream.BaseUrl));
         using var http = gateway.Client();

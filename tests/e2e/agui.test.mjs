@@ -190,3 +190,14 @@ test('@ag-ui/client HttpAgent runs the researcher agent: the client verifies and
   assert.match(agent.messages.at(-1).content, /calculate gave 391/);
   assert.deepEqual(warnings.filter((w) => /ag-ui/.test(w)), [], 'no AG-UI conformance notices from the client');
 });
+
+test('@ag-ui/client HttpAgent: a failing tool is a result the client accepts as is, and the run goes on', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const agent = new HttpAgent({ url: `${GATEWAY_URL}/agui`, threadId: sessionId('agui-tool-error') });
+  agent.messages = [{ id: 'q1', role: 'user', content: 'What is 5 / 0?' }];
+  const { warnings } = await capturingWarnings(() => agent.runAgent({ runId: 'research-err', forwardedProps: { agent: 'researcher' } }));
+
+  const result = agent.messages.find((m) => m.role === 'tool');
+  assert.match(result.content, /^Error: .*divides by zero/);
+  assert.match(agent.messages.at(-1).content, /divides by zero/);
+  assert.deepEqual(warnings.filter((w) => /ag-ui/.test(w)), [], 'no AG-UI conformance notices from the client');
+});

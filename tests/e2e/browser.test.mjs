@@ -124,3 +124,33 @@ test('two tabs and a curl watcher: one member per person, text word by word in b
   await eventually('curl to leave', async () => (await presence(sid)).total === 0, 15_000);
   assert.deepEqual(pageErrors, []);
 });
+
+test('the demo page runs the researcher agent: its steps, tool calls and state change appear in order in two tabs', { timeout: 60_000 }, async (t) => {
+  const sid = sessionId('browser-agent');
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--no-first-run'] });
+  t.after(() => browser.close());
+  const [one, two] = [await (await browser.newContext()).newPage(), await (await browser.newContext()).newPage()];
+  const pageErrors = [];
+  for (const tab of [one, two]) tab.on('pageerror', (error) => pageErrors.push(error.message));
+  await one.goto(`${GATEWAY_URL}/#${sid}`);
+  await two.goto(`${GATEWAY_URL}/#${sid}`);
+
+  await eventually('the agents to be offered', async () => (await one.locator('#mode option[value="researcher"]').count()) === 1);
+  await one.selectOption('#mode', 'researcher');
+  await one.fill('#text', 'What is 17 * 23? Write the answer to the findings.');
+  await one.click('#send');
+
+  const traceOf = (tab) => tab.locator('#messages li.trace').evaluateAll((items) => items.map((li) => `${li.dataset.role}: ${li.querySelector('.text').textContent}`));
+  for (const tab of [one, two]) {
+    const trace = await eventually('the trace to finish', async () => {
+      const lines = await traceOf(tab);
+      return lines.filter((l) => l.startsWith('step:')).length === 3 && lines.some((l) => l.startsWith('state:')) ? lines : undefined;
+    });
+    const kinds = trace.map((l) => l.split(':')[0]).filter((k, i, all) => i === 0 || k !== all[i - 1]);
+    assert.deepEqual(kinds, ['step', 'thinking', 'tool', 'step', 'thinking', 'tool', 'state', 'step']);
+    assert.ok(trace.includes('tool: calculate({"expression":"17 * 23"}) → 391'), trace.join('\n'));
+    assert.ok(trace.includes('state: add /findings "391"'), trace.join('\n'));
+    await eventually('the answer', async () => (await tab.locator('#messages li[data-role="assistant"] .text').last().textContent())?.includes('calculate gave 391'));
+  }
+  assert.deepEqual(pageErrors, []);
+});

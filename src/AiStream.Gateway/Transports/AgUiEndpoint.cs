@@ -133,6 +133,9 @@ internal static class AgUiEndpoint
             case AgUi.RunError:
                 body.Remove("runId");
                 break;
+            case AgUi.ToolCallResult:
+                body.Remove("error"); // a failed tool's result still says so: its content starts with "Error: "
+                break;
         }
 
         return new SessionEvent

@@ -15,9 +15,14 @@ using Microsoft.Extensions.Options;
 
 namespace AiStream.Gateway.Hosting;
 
-/// <summary>DI and endpoint wiring for the whole gateway: one call per feature, and the pipeline's order.</summary>
-internal static class AiStreamHosting
+/// <summary>
+/// DI and endpoint wiring for the whole gateway: one call per feature, and the pipeline's order. Public so a host
+/// application can reference the gateway, add services of its own (Semantic Kernel plugins for agents) and call
+/// <c>builder.AddAiStream()</c> and <c>app.MapAiStream()</c> itself.
+/// </summary>
+public static class AiStreamHosting
 {
+    /// <summary>Registers every feature's services and options.</summary>
     public static WebApplicationBuilder AddAiStream(this WebApplicationBuilder builder)
     {
         var services = builder.Services;
@@ -38,6 +43,7 @@ internal static class AiStreamHosting
         return builder;
     }
 
+    /// <summary>Builds the pipeline (origins, static files, authentication, authorization, limits) and maps every endpoint.</summary>
     public static WebApplication MapAiStream(this WebApplication app)
     {
         var transports = app.Services.GetRequiredService<IOptions<TransportsOptions>>().Value;

@@ -8,7 +8,7 @@ RESULTS="$ROOT/.artifacts/test-results"
 CONFIGURATION="${CONFIGURATION:-Release}"
 
 # Debian packages the test suites need, as "command:package". Only missing commands are installed.
-APT_NEEDS=("node:nodejs" "npm:npm" "chromium:chromium" "curl:curl" "ss:iproute2" "nginx:nginx" "redis-server:redis-server" "redis-cli:redis-tools")
+APT_NEEDS=("node:nodejs" "npm:npm" "python3:python3" "chromium:chromium" "curl:curl" "ss:iproute2" "nginx:nginx" "redis-server:redis-server" "redis-cli:redis-tools")
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 

@@ -10,6 +10,7 @@ using AiStream.Gateway.Scaleout;
 using AiStream.Gateway.Security;
 using AiStream.Gateway.Sessions;
 using AiStream.Gateway.Transports;
+using AiStream.Gateway.Webhooks;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
@@ -38,8 +39,11 @@ public static class AiStreamHosting
         services.AddAiStreamPresence();
         services.AddAiStreamAgents();
         services.AddAiStreamTransports(builder.Configuration);
-        // Last: with Redis configured it replaces the in-memory stores, run control and limit counters.
+        services.AddAiStreamWebhooks(builder.Configuration);
+        // Last: with Redis configured it replaces the in-memory stores, run control, limit counters and webhook queue.
         services.AddAiStreamScaleout(builder.Configuration);
+        // After every store is registered: webhooks hear of appends through the store the features use.
+        services.ObserveSessionAppends();
         return builder;
     }
 
@@ -67,6 +71,7 @@ public static class AiStreamHosting
         app.MapSessions();
         app.MapPresence();
         app.MapAgents();
+        app.MapWebhooks();
         app.MapAiStreamTransports();
         return app;
     }

@@ -39,12 +39,12 @@ internal sealed class RedisSessionStore : ISessionStore, IDisposable
     private readonly ILogger<RedisSessionStore> _logger;
 
     public RedisSessionStore(RedisConnection redis, IOptions<SessionsOptions> options, IOptions<PresenceOptions> presence,
-        IOptions<ScaleoutOptions> scaleout, TimeProvider time, ILogger<RedisSessionStore> logger)
+        IOptions<ScaleoutOptions> scaleout, TimeProvider time, ILogger<RedisSessionStore> logger, IEnumerable<ISessionEventSink>? sinks = null)
     {
         _time = time;
         _logger = logger;
         _commands = new RedisSessionCommands(redis, options.Value, time, presence.Value.SnapshotCap);
-        _sync = new StreamSync(_commands, logger);
+        _sync = new StreamSync(_commands, logger, [.. sinks ?? []]);
         _mirrors = new SessionMirrors(_commands, _sync, logger);
         _buffer = new OutageBuffer(_commands, _mirrors, _sync, scaleout.Value, time, logger);
         _maintenance = new SessionMaintenance(_commands, _mirrors, _sync, _buffer, scaleout.Value, time, logger);

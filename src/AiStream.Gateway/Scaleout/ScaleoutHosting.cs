@@ -41,6 +41,8 @@ internal static class ScaleoutHosting
         services.Replace(ServiceDescriptor.Singleton<Limits.ILimitCounter, RedisLimitCounter>());
         services.TryAddSingleton<RedisConnectionSlots>();
         services.Replace(ServiceDescriptor.Singleton<Limits.ISharedConnectionSlots>(sp => sp.GetRequiredService<RedisConnectionSlots>()));
+        services.TryAddSingleton<RedisWebhookQueue>();
+        services.Replace(ServiceDescriptor.Singleton<Webhooks.IWebhookQueue>(sp => sp.GetRequiredService<RedisWebhookQueue>()));
         services.AddHostedService<ScaleoutMaintenance>();
         services.AddHealthChecks().AddCheck<RedisReadyCheck>("redis", tags: ["ready"]);
         return services;

@@ -39,7 +39,7 @@ public static class AiStreamHosting
         services.AddAiStreamPresence();
         services.AddAiStreamAgents();
         services.AddAiStreamTransports(builder.Configuration);
-        services.AddAiStreamWebhooks(builder.Configuration);
+        services.AddAiStreamWebhooks();
         // Last: with Redis configured it replaces the in-memory stores, run control, limit counters and webhook queue.
         services.AddAiStreamScaleout(builder.Configuration);
         // After every store is registered: webhooks hear of appends through the store the features use.

@@ -8,20 +8,28 @@ namespace AiStream.Gateway.Sessions;
 /// </summary>
 internal interface ISessionEventSink
 {
+    /// <summary>Whether it wants appends at all (a gateway with no webhook subscription does not).</summary>
+    bool Listening { get; }
+
     void Appended(string sessionId, IReadOnlyList<(long Seq, JsonObject Body)> events);
 }
 
 /// <summary>
 /// The session store as the features see it when something listens to appends: every append that stored events is
-/// passed on to the sinks with the positions it got. Registered only when a sink is configured, so a gateway without
-/// webhooks pays nothing.
+/// passed on to the sinks with the positions it got. While no sink listens, an append goes straight to the store.
 /// </summary>
 internal sealed class ObservedSessionStore(ISessionStore inner, IEnumerable<ISessionEventSink> sinks) : ISessionStore
 {
     private readonly ISessionEventSink[] _sinks = [.. sinks];
 
-    public async ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey,
-        CancellationToken cancellationToken, bool buffered = false)
+    public ValueTask<AppendResult> AppendAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey,
+        CancellationToken cancellationToken, bool buffered = false) =>
+        _sinks.Any(s => s.Listening)
+            ? ObserveAsync(sessionId, events, runId, idempotencyKey, buffered, cancellationToken)
+            : inner.AppendAsync(sessionId, events, runId, idempotencyKey, cancellationToken, buffered);
+
+    private async ValueTask<AppendResult> ObserveAsync(string sessionId, IReadOnlyList<JsonObject> events, string? runId, string? idempotencyKey,
+        bool buffered, CancellationToken cancellationToken)
     {
         var result = await inner.AppendAsync(sessionId, events, runId, idempotencyKey, cancellationToken, buffered).ConfigureAwait(false);
         if (!result.Replayed && result.Seqs.Count == events.Count && events.Count > 0)

@@ -14,6 +14,8 @@ internal sealed partial class WebhookEventSink(IWebhookQueue queue, IOptionsMoni
 {
     private long _dropped;
 
+    public bool Listening => options.CurrentValue.Subscriptions.Count > 0;
+
     public void Appended(string sessionId, IReadOnlyList<(long Seq, JsonObject Body)> events)
     {
         var subscriptions = options.CurrentValue.Subscriptions;

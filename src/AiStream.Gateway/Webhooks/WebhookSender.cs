@@ -26,6 +26,11 @@ internal sealed partial class WebhookSender(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        if (subscriptions.CurrentValue.Subscriptions.Count == 0)
+        {
+            return; // no subscription: nothing to send, and no queue to poll (adding one takes a restart)
+        }
+
         using var slots = new SemaphoreSlim(options.Value.Concurrency);
         var running = new HashSet<Task>();
         await using var deliveries = queue.ReadAllAsync(stoppingToken).GetAsyncEnumerator(stoppingToken);

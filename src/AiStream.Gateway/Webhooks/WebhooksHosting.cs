@@ -7,7 +7,7 @@ namespace AiStream.Gateway.Webhooks;
 /// <summary>Webhooks out: subscriptions, the queue (in memory; Redis replaces it), the sender, the failures list.</summary>
 internal static class WebhooksHosting
 {
-    public static IServiceCollection AddAiStreamWebhooks(this IServiceCollection services, IConfiguration configuration)
+    public static IServiceCollection AddAiStreamWebhooks(this IServiceCollection services)
     {
         services.AddOptions<WebhooksOptions>()
             .Configure<IConfiguration>((o, c) => c.GetSection(WebhooksOptions.SectionName).Bind(o.Subscriptions))
@@ -18,12 +18,8 @@ internal static class WebhooksHosting
         // Receivers are the operator's own URLs; a redirect is not followed (it would carry the signed body elsewhere).
         services.AddHttpClient(WebhookSender.HttpClientName)
             .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler { AllowAutoRedirect = false, PooledConnectionLifetime = TimeSpan.FromMinutes(5) });
-        if (configuration.GetSection(WebhooksOptions.SectionName).GetChildren().Any())
-        {
-            services.TryAddEnumerable(ServiceDescriptor.Singleton<ISessionEventSink, WebhookEventSink>());
-            services.AddHostedService<WebhookSender>();
-        }
-
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<ISessionEventSink, WebhookEventSink>());
+        services.AddHostedService<WebhookSender>();
         return services;
     }
 

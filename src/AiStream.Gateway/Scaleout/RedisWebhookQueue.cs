@@ -33,6 +33,10 @@ internal sealed partial class RedisWebhookQueue : IWebhookQueue, IDisposable
     private readonly ITimer _renewal;
     private bool _grouped;
 
+    // Where the next look for a dead node's deliveries starts: XAUTOCLAIM examines a bounded part of the pending list
+    // per call, so the look walks the list across polls instead of re-reading its head (the live nodes' deliveries).
+    private RedisValue _claimCursor = "0-0";
+
     public RedisWebhookQueue(RedisConnection redis, IOptions<WebhookDeliveryOptions> options, IOptions<ScaleoutOptions> scaleout, TimeProvider time,
         ILogger<RedisWebhookQueue> logger)
     {
@@ -63,7 +67,9 @@ internal sealed partial class RedisWebhookQueue : IWebhookQueue, IDisposable
             {
                 await EnsureGroupAsync().ConfigureAwait(false);
                 // A dead node's deliveries first, then new ones.
-                var claimed = await _redis.Database.StreamAutoClaimAsync(_stream, Group, _redis.NodeId, (long)_claimAfter.TotalMilliseconds, "0-0", 1).ConfigureAwait(false);
+                var claimed = await _redis.Database.StreamAutoClaimAsync(_stream, Group, _redis.NodeId, (long)_claimAfter.TotalMilliseconds, _claimCursor, 1)
+                    .ConfigureAwait(false);
+                _claimCursor = claimed.NextStartId.IsNullOrEmpty ? "0-0" : claimed.NextStartId;
                 next = Take(claimed.ClaimedEntries, claimed: true);
                 if (next is null)
                 {

@@ -9,7 +9,8 @@ internal static class SessionsHosting
     public static IServiceCollection AddAiStreamSessions(this IServiceCollection services)
     {
         services.AddOptions<SessionsOptions>().BindConfiguration(SessionsOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
-        services.TryAddSingleton<ISessionStore, InMemorySessionStore>();
+        services.TryAddSingleton<InMemorySessionStore>();
+        services.TryAddSingleton<ISessionStore>(sp => sp.GetRequiredService<InMemorySessionStore>());
         services.TryAddSingleton<IRunControl, LocalRunControl>();
         services.TryAddSingleton<SessionLimitsHandler>();
         services.TryAddSingleton<SessionLimitsHubFilter>();

@@ -81,8 +81,8 @@ public sealed class SseWatchWireTests
     {
         await using var gateway = new GatewayFactory();
         using var http = gateway.Client();
-        var store = (AiStream.Gateway.Sessions.InMemorySessionStore)Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
-            .GetRequiredService<AiStream.Gateway.Sessions.ISessionStore>(gateway.Services);
+        var store = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions
+            .GetRequiredService<AiStream.Gateway.Sessions.InMemorySessionStore>(gateway.Services);
         var before = store.SessionCount;
 
         for (var i = 0; i < 50; i++)

@@ -13,6 +13,9 @@ internal static class AgentsHosting
         services.TryAddSingleton<PromptLibrary>();
         services.TryAddSingleton<IRunDefinitions, AgentRunDefinitions>();
         services.AddHostedService<PromptLibraryLoader>();
+        // A tool that throws is an outcome the model sees, and the run logs it (RunManager's "tool failed", with the
+        // exception): Semantic Kernel's own error line for the same throw would make every bad argument an error.
+        services.Configure<LoggerFilterOptions>(o => o.AddFilter("Microsoft.SemanticKernel.KernelFunction", LogLevel.Critical));
         return services;
     }
 }

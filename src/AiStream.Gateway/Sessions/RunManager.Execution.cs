@@ -49,15 +49,21 @@ internal sealed partial class RunManager
 
                 var turn = await TurnAsync(run, trace, member, chat, options, step, token).ConfigureAwait(false);
                 chat.Add(turn.Message);
-                var known = turn.Calls.Where(c => functions.Any(f => f.Name == c.Name)).ToList();
-                foreach (var call in known)
+                // A plain run is one turn. An agent goes on while it calls tools: its own run here; a call to a client's
+                // tool (AG-UI frontend tools) ends the run, for the client to answer; a tool that does not exist is an
+                // error result the model sees, like a failing one.
+                if (run.Agent is null || turn.Calls.Count == 0)
                 {
-                    chat.Add(await ToolStepAsync(run, trace, member, functions.First(f => f.Name == call.Name), call, token).ConfigureAwait(false));
+                    break;
                 }
 
-                // A plain run is one turn. An agent goes on while it calls its own tools; a call to a client's tool
-                // (AG-UI frontend tools) ends the run, for the client to answer.
-                if (run.Agent is null || known.Count == 0 || known.Count < turn.Calls.Count)
+                var forClient = turn.Calls.Where(c => run.Tools?.Any(t => t.Name == c.Name) == true && !functions.Any(f => f.Name == c.Name)).ToList();
+                foreach (var call in turn.Calls.Except(forClient))
+                {
+                    chat.Add(await ToolStepAsync(run, trace, member, functions.FirstOrDefault(f => f.Name == call.Name), call, token).ConfigureAwait(false));
+                }
+
+                if (forClient.Count > 0)
                 {
                     break;
                 }

@@ -40,7 +40,7 @@ internal sealed partial class RunManager
     /// One tool step: the call executed with the run's cancellation and the tool's time limit, its result (or its
     /// error, which the model sees and may recover from) logged as <c>TOOL_CALL_RESULT</c>.
     /// </summary>
-    private async Task<ChatMessage> ToolStepAsync(ActiveRun run, RunTrace trace, IRunMember member, AIFunction tool, FunctionCallContent call, CancellationToken token)
+    private async Task<ChatMessage> ToolStepAsync(ActiveRun run, RunTrace trace, IRunMember member, AIFunction? tool, FunctionCallContent call, CancellationToken token)
     {
         var agent = run.Agent!;
         await member.SetStateAsync(Status(run, "calling_tool", call.Name)).ConfigureAwait(false);
@@ -53,6 +53,11 @@ internal sealed partial class RunManager
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(token, limit.Token);
         try
         {
+            if (tool is null)
+            {
+                throw new InvalidOperationException($"There is no tool named '{call.Name}'; the tools are: {string.Join(", ", agent.Tools)}.");
+            }
+
             var value = await tool.InvokeAsync(new AIFunctionArguments(call.Arguments), linked.Token).ConfigureAwait(false);
             content = value switch
             {

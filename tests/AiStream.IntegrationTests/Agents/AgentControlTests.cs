@@ -174,6 +174,28 @@ public sealed class AgentControlTests : IDisposable
         Assert.Equal("daily_token_budget_exceeded", watcher.Seen[^1].Str("code"));
     }
 
+    [Fact]
+    public async Task ACallToAToolTheAgentDoesNotHave_IsAnErrorResultTheModelSees_AndTheRunGoesOn()
+    {
+        Define("forecaster", "get_weather", model: "gpt-test");
+        await using var upstream = await FakeUpstream.StartAsync(new UpstreamScript.Replay(Fixtures.Events("openai-chat-text-usage.sse")));
+        upstream.Then(new UpstreamScript.Replay(Fixtures.Events("openai-chat-parallel-tool-calls.sse")));
+        await using var gateway = Gateway(Settings.Compatible(upstream.BaseUrl));
+        using var http = gateway.Client();
+        var session = NewSessionId();
+        using var watcher = await SessionWatcher.OpenAsync(http, session);
+
+        await StartAsync(http, session, Agent("forecaster", "Weather in Mexico City, and the product's name?"));
+        await watcher.ReadUntilAsync(e => e.IsRunEnd);
+
+        var results = watcher.Seen.Where(e => e.Type == "TOOL_CALL_RESULT").ToList();
+        Assert.Equal("Sunny, 24 °C in Mexico City", results[0].Str("content"));
+        Assert.Equal("Error: There is no tool named 'get_product_name'; the tools are: get_weather.", results[1].Str("content"));
+        Assert.True(results[1].Data["error"]!.GetValue<bool>());
+        Assert.Equal("success", watcher.Seen[^1].OutcomeType);
+        Assert.Equal(2, upstream.RequestCount); // the model was asked again, with both results
+    }
+
     private GatewayFactory Gateway(Dictionary<string, string?> settings)
     {
         settings["AiStream:Agents:PromptsPath"] = _prompts;

@@ -33,9 +33,13 @@ internal sealed class AgentRunDefinitions(PromptLibrary library, AgentToolbox to
                     $"Prompt template '{name}' has no variable '{key}' (it takes: {string.Join(", ", declared.Keys)}).", $"variables.{key}", "unknown_variable"));
             }
 
+            if (value is null)
+            {
+                continue; // null is no value: the default applies, and a required variable is missing
+            }
+
             arguments[key] = value switch
             {
-                null => null,
                 JsonValue v when v.GetValueKind() == JsonValueKind.String => v.GetValue<string>(),
                 JsonValue v => v.ToJsonString(),
                 _ => value.ToJsonString(),

@@ -17,7 +17,14 @@ namespace AiStream.Gateway.Scaleout;
 internal sealed partial class RedisWebhookQueue : IWebhookQueue, IDisposable
 {
     private const string Group = "aistream-webhooks";
-    private const int MaxStreamLength = 1_000_000;
+
+    /// <summary>Adds a delivery once: a marker per webhook-id (a day) and the stream entry, in one step.</summary>
+    private const string EnqueueScript = """
+        if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then
+          redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[1])
+        end
+        return 1
+        """;
 
     private readonly RedisConnection _redis;
     private readonly WebhookDeliveryOptions _options;
@@ -32,6 +39,7 @@ internal sealed partial class RedisWebhookQueue : IWebhookQueue, IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly ITimer _renewal;
     private bool _grouped;
+    private long _outboxBytes;
 
     // Where the next look for a dead node's deliveries starts: XAUTOCLAIM examines a bounded part of the pending list
     // per call, so the look walks the list across polls instead of re-reading its head (the live nodes' deliveries).
@@ -55,7 +63,17 @@ internal sealed partial class RedisWebhookQueue : IWebhookQueue, IDisposable
         _ = Task.Run(WriteAsync);
     }
 
-    public bool TryEnqueue(WebhookDelivery delivery) => _outbox.Writer.TryWrite(delivery);
+    /// <summary>Queues it for the writer unless the outbox is full by count or by bytes (<c>QueueCapacity</c>, <c>QueueBytes</c>).</summary>
+    public bool TryEnqueue(WebhookDelivery delivery)
+    {
+        if (Interlocked.Add(ref _outboxBytes, delivery.Body.Length) > _options.QueueBytes || !_outbox.Writer.TryWrite(delivery))
+        {
+            Interlocked.Add(ref _outboxBytes, -delivery.Body.Length);
+            return false;
+        }
+
+        return true;
+    }
 
     public async IAsyncEnumerable<WebhookDelivery> ReadAllAsync([EnumeratorCancellation] CancellationToken cancellationToken)
     {
@@ -77,8 +95,15 @@ internal sealed partial class RedisWebhookQueue : IWebhookQueue, IDisposable
                     next = Take(entries, claimed: false);
                 }
             }
-            catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))
+            catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
             {
+                // Redis away, or the stream or its group gone (a restart without persistence, a flush, a failover):
+                // make the group again on the next poll. Nothing here may end the sender, let alone the host.
+                if (ex is RedisServerException { Message: var message } && message.StartsWith("NOGROUP", StringComparison.Ordinal))
+                {
+                    _grouped = false;
+                }
+
                 Log.Unavailable(_logger, ex.Message);
                 idle = TimeSpan.FromSeconds(1);
             }
@@ -146,7 +171,19 @@ internal sealed partial class RedisWebhookQueue : IWebhookQueue, IDisposable
                 continue;
             }
 
-            var delivery = JsonSerializer.Deserialize((string)json!, WebhooksJsonContext.Default.WebhookDelivery)! with { QueueId = entry.Id! };
+            WebhookDelivery delivery;
+            try
+            {
+                delivery = JsonSerializer.Deserialize((string)json!, WebhooksJsonContext.Default.WebhookDelivery)! with { QueueId = entry.Id! };
+            }
+            catch (JsonException)
+            {
+                // Not one of ours: drop it so it is not handed out again.
+                _ = _redis.Database.StreamAcknowledgeAsync(_stream, Group, entry.Id, CommandFlags.FireAndForget);
+                _ = _redis.Database.StreamDeleteAsync(_stream, [entry.Id], CommandFlags.FireAndForget);
+                continue;
+            }
+
             if (claimed)
             {
                 Log.Claimed(_logger, delivery.Id, delivery.Subscription);
@@ -174,13 +211,10 @@ internal sealed partial class RedisWebhookQueue : IWebhookQueue, IDisposable
                 {
                     try
                     {
-                        var database = _redis.Database;
-                        if (await database.StringSetAsync(_seenPrefix + delivery.Id, 1, TimeSpan.FromDays(1), When.NotExists).ConfigureAwait(false))
-                        {
-                            await database.StreamAddAsync(_stream, "d", JsonSerializer.Serialize(delivery, WebhooksJsonContext.Default.WebhookDelivery),
-                                maxLength: MaxStreamLength, useApproximateMaxLength: true).ConfigureAwait(false);
-                        }
-
+                        // The marker and the entry are written together, so a failed write is retried whole.
+                        await _redis.Database.ScriptEvaluateAsync(EnqueueScript, [_seenPrefix + delivery.Id, _stream],
+                            [JsonSerializer.Serialize(delivery, WebhooksJsonContext.Default.WebhookDelivery), _options.QueueCapacity]).ConfigureAwait(false);
+                        Interlocked.Add(ref _outboxBytes, -delivery.Body.Length);
                         break;
                     }
                     catch (Exception ex) when (RedisSessionStore.IsRedisFailure(ex))

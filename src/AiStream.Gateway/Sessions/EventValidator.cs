@@ -6,6 +6,9 @@ namespace AiStream.Gateway.Sessions;
 /// <summary>Checks events published from outside against the AG-UI vocabulary and the fields each type needs.</summary>
 internal static class EventValidator
 {
+    /// <summary>Longest step name: a timeline label, which catch-up repeats for every joiner.</summary>
+    public const int MaxStepName = 200;
+
     /// <summary>Returns an error message, or null when <paramref name="node"/> is a valid event (then normalised in place).</summary>
     public static string? Validate(JsonNode? node, string sessionId, out JsonObject? body)
     {
@@ -50,7 +53,8 @@ internal static class EventValidator
             AgUi.ToolCallArgs => String(body, "toolCallId") ?? String(body, "delta", allowEmpty: true),
             AgUi.ToolCallEnd => String(body, "toolCallId"),
             AgUi.ToolCallResult => String(body, "messageId") ?? String(body, "toolCallId") ?? String(body, "content", allowEmpty: true),
-            AgUi.StepStarted or AgUi.StepFinished => String(body, "stepName"),
+            AgUi.StepStarted or AgUi.StepFinished => String(body, "stepName") ?? (body["stepName"]!.GetValue<string>().Length > MaxStepName
+                ? $"'stepName' is at most {MaxStepName} characters" : null),
             AgUi.ReasoningStart or AgUi.ReasoningMessageStart or AgUi.ReasoningMessageEnd or AgUi.ReasoningEnd => String(body, "messageId"),
             AgUi.ReasoningMessageContent => String(body, "messageId") ?? String(body, "delta"),
             AgUi.StateSnapshot => body.ContainsKey("snapshot") ? null : "'snapshot' is required",

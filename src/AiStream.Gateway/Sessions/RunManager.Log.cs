@@ -23,7 +23,10 @@ internal sealed partial class RunManager
         [LoggerMessage(EventId = 4106, Level = LogLevel.Information, Message = "Run {RunId} in session {SessionId} ended at a limit: {Code}")]
         public static partial void RunLimited(ILogger logger, string sessionId, string runId, string code);
 
-        [LoggerMessage(EventId = 4107, Level = LogLevel.Information, Message = "Run {RunId} in session {SessionId}: tool {Tool} failed; the model sees the error")]
+        [LoggerMessage(EventId = 4107, Level = LogLevel.Warning, Message = "Run {RunId} in session {SessionId}: tool {Tool} failed; the model sees that it failed")]
         public static partial void ToolFailed(ILogger logger, string sessionId, string runId, string tool, Exception exception);
+
+        [LoggerMessage(EventId = 4108, Level = LogLevel.Debug, Message = "Run {RunId} in session {SessionId}: tool {Tool} refused its input: {Reason}")]
+        public static partial void ToolRefused(ILogger logger, string sessionId, string runId, string tool, string reason);
     }
 }

@@ -55,10 +55,11 @@ internal sealed partial class RunManager
         {
             if (tool is null)
             {
-                throw new InvalidOperationException($"There is no tool named '{call.Name}'; the tools are: {string.Join(", ", agent.Tools)}.");
+                throw new ArgumentException($"There is no tool named '{call.Name}'; the tools are: {string.Join(", ", agent.Tools)}.");
             }
 
-            var value = await tool.InvokeAsync(new AIFunctionArguments(call.Arguments), linked.Token).ConfigureAwait(false);
+            // A tool that ignores its token cannot hold the run: the wait ends at the time limit or the cancel.
+            var value = await tool.InvokeAsync(new AIFunctionArguments(call.Arguments), linked.Token).AsTask().WaitAsync(linked.Token).ConfigureAwait(false);
             content = value switch
             {
                 null => "null",
@@ -75,7 +76,15 @@ internal sealed partial class RunManager
         catch (Exception ex)
         {
             failed = true;
-            Log.ToolFailed(logger, run.SessionId, run.RunId, call.Name, ex);
+            if (ToolError(ex) is { } expected)
+            {
+                Log.ToolRefused(logger, run.SessionId, run.RunId, call.Name, expected); // bad arguments: no stack to log
+            }
+            else
+            {
+                Log.ToolFailed(logger, run.SessionId, run.RunId, call.Name, ex);
+            }
+
             content = "Error: " + (limit.IsCancellationRequested ? $"the tool did not answer within {agent.ToolTimeout.TotalSeconds:0.###} s."
                 : ToolError(ex) is { } reason ? reason : "the tool failed.");
         }
@@ -97,14 +106,14 @@ internal sealed partial class RunManager
     }
 
     /// <summary>
-    /// The message of an error a tool raises on purpose (bad arguments, a refused state write), which the model can act
-    /// on; anything else stays in the gateway's log, not in the session.
+    /// The message of an error a tool raises on purpose to say its input was wrong (an <see cref="ArgumentException"/>:
+    /// bad arguments, a refused state write, a tool that does not exist), which the model can act on. Anything else
+    /// may name internals, so it stays in the gateway's log and the session sees "the tool failed".
     /// </summary>
     private static string? ToolError(Exception ex) => ex switch
     {
-        ArgumentException or InvalidOperationException or FormatException or JsonException => ex.Message,
-        Microsoft.SemanticKernel.KernelException when ex.InnerException is { } inner => ToolError(inner) ?? ex.Message,
-        Microsoft.SemanticKernel.KernelException => ex.Message,
+        ArgumentException => ex.Message,
+        Microsoft.SemanticKernel.KernelException { InnerException: { } inner } => ToolError(inner),
         _ => null,
     };
 

@@ -165,7 +165,9 @@ internal sealed partial class RunManager(
         Limits.TokenBudget.Reservation? reservation = null;
         if (request.Caller is { } caller && budget.Applies(caller))
         {
-            var needed = tokens.Count(request.Messages?.ToJsonString() ?? "", cancellationToken) + budget.DefaultMaxTokens;
+            // What the first turn sends that is known now: the messages, the rendered template, the agent's instructions.
+            var needed = tokens.Count(request.Messages?.ToJsonString() ?? "", cancellationToken) + tokens.Count(rendered?.Text ?? "", cancellationToken)
+                + tokens.Count(agent?.Instructions ?? "", cancellationToken) + budget.DefaultMaxTokens;
             (reservation, var retryAfter) = await budget.TryReserveAsync(caller, request.FallbackBudgetKey ?? "unknown", needed, cancellationToken).ConfigureAwait(false);
             if (reservation is null)
             {

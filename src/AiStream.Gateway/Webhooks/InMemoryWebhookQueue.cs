@@ -11,13 +11,25 @@ internal sealed class InMemoryWebhookQueue(IOptions<WebhookDeliveryOptions> opti
         new BoundedChannelOptions(options.Value.QueueCapacity) { FullMode = BoundedChannelFullMode.Wait, SingleReader = true });
 
     private readonly LinkedList<WebhookFailure> _failures = new();
+    private long _bytes;
 
-    public bool TryEnqueue(WebhookDelivery delivery) => _queue.Writer.TryWrite(delivery);
+    /// <summary>Queues it unless the queue is full by count or by bytes (<c>QueueCapacity</c>, <c>QueueBytes</c>).</summary>
+    public bool TryEnqueue(WebhookDelivery delivery)
+    {
+        if (Interlocked.Add(ref _bytes, delivery.Body.Length) > options.Value.QueueBytes || !_queue.Writer.TryWrite(delivery))
+        {
+            Interlocked.Add(ref _bytes, -delivery.Body.Length);
+            return false;
+        }
+
+        return true;
+    }
 
     public async IAsyncEnumerable<WebhookDelivery> ReadAllAsync([EnumeratorCancellation] CancellationToken cancellationToken)
     {
         await foreach (var delivery in _queue.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
+            Interlocked.Add(ref _bytes, -delivery.Body.Length);
             yield return delivery;
         }
     }

@@ -21,7 +21,7 @@ internal sealed record WebhookDelivery(
     [JsonIgnore]
     public string? QueueId { get; init; }
 
-    public static WebhookDelivery For(string subscription, string type, string sessionId, long seq, JsonObject e, DateTimeOffset now)
+    public static WebhookDelivery For(string subscription, string type, string sessionId, long seq, JsonObject e, DateTimeOffset now, int maxEventBytes = int.MaxValue)
     {
         var timestamp = e["timestamp"]?.ToJsonString() ?? "";
         var hash = SHA256.HashData(Encoding.UTF8.GetBytes($"{subscription}\n{type}\n{sessionId}\n{seq}\n{timestamp}"));
@@ -29,9 +29,30 @@ internal sealed record WebhookDelivery(
         {
             ["type"] = type,
             ["timestamp"] = now.ToString("yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture),
-            ["data"] = new JsonObject { ["sessionId"] = sessionId, ["seq"] = seq, ["event"] = e.DeepClone() },
+            ["data"] = new JsonObject { ["sessionId"] = sessionId, ["seq"] = seq, ["event"] = Bounded(e, maxEventBytes) },
         };
         return new WebhookDelivery("msg_" + Convert.ToHexStringLower(hash, 0, 16), subscription, type, sessionId, seq, body.ToJsonString());
+    }
+
+    /// <summary>The event, or when it is larger than the bound its type, name and run with <c>"truncated":true</c>.</summary>
+    private static JsonObject Bounded(JsonObject e, int maxEventBytes)
+    {
+        var json = e.ToJsonString();
+        if (json.Length <= maxEventBytes)
+        {
+            return (JsonObject)e.DeepClone();
+        }
+
+        var summary = new JsonObject { ["type"] = e["type"]?.DeepClone(), ["truncated"] = true, ["bytes"] = json.Length };
+        foreach (var key in (ReadOnlySpan<string>)["name", "runId", "threadId", "timestamp"])
+        {
+            if (e[key] is JsonValue value && value.ToJsonString().Length <= 512)
+            {
+                summary[key] = value.DeepClone();
+            }
+        }
+
+        return summary;
     }
 }
 

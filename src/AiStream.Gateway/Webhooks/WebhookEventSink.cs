@@ -9,7 +9,8 @@ namespace AiStream.Gateway.Webhooks;
 /// Turns appended events into deliveries for the subscriptions that want them. It only queues (never waits on a
 /// receiver), so a slow or dead receiver cannot slow a session.
 /// </summary>
-internal sealed partial class WebhookEventSink(IWebhookQueue queue, IOptionsMonitor<WebhooksOptions> options, TimeProvider time, ILogger<WebhookEventSink> logger)
+internal sealed partial class WebhookEventSink(
+    IWebhookQueue queue, IOptionsMonitor<WebhooksOptions> options, IOptions<WebhookDeliveryOptions> delivery, TimeProvider time, ILogger<WebhookEventSink> logger)
     : ISessionEventSink
 {
     private long _dropped;
@@ -61,7 +62,7 @@ internal sealed partial class WebhookEventSink(IWebhookQueue queue, IOptionsMoni
                 continue;
             }
 
-            if (!queue.TryEnqueue(WebhookDelivery.For(subscription, name, sessionId, seq, body, now)))
+            if (!queue.TryEnqueue(WebhookDelivery.For(subscription, name, sessionId, seq, body, now, delivery.Value.MaxEventBytes)))
             {
                 var dropped = Interlocked.Increment(ref _dropped);
                 if (dropped == 1 || dropped % 1000 == 0)

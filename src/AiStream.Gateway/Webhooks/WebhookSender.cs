@@ -33,40 +33,21 @@ internal sealed partial class WebhookSender(
 
         using var slots = new SemaphoreSlim(options.Value.Concurrency);
         var running = new HashSet<Task>();
-        await using var deliveries = queue.ReadAllAsync(stoppingToken).GetAsyncEnumerator(stoppingToken);
-        try
+        while (!stoppingToken.IsCancellationRequested)
         {
-            while (true)
+            try
             {
-                // A delivery is taken from the queue only when a slot is free, so what this node took, it is sending.
-                await slots.WaitAsync(stoppingToken).ConfigureAwait(false);
-                if (!await deliveries.MoveNextAsync().ConfigureAwait(false))
-                {
-                    break;
-                }
-
-                var delivery = deliveries.Current;
-                var task = Task.Run(async () =>
-                {
-                    try
-                    {
-                        await DeliverAsync(delivery, stoppingToken).ConfigureAwait(false);
-                    }
-                    finally
-                    {
-                        slots.Release();
-                    }
-                }, CancellationToken.None);
-                lock (running)
-                {
-                    running.Add(task);
-                }
-
-                _ = task.ContinueWith(t => { lock (running) { running.Remove(t); } }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                await SendAllAsync(slots, running, stoppingToken).ConfigureAwait(false);
             }
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+            }
+            catch (Exception ex)
+            {
+                // Whatever the queue throws, the sender goes on (and never takes the host down with it).
+                Log.QueueFailed(logger, ex);
+                await Task.Delay(TimeSpan.FromSeconds(1), time, stoppingToken).ConfigureAwait(false);
+            }
         }
 
         Task[] left;
@@ -76,6 +57,51 @@ internal sealed partial class WebhookSender(
         }
 
         await Task.WhenAll(left).ConfigureAwait(false);
+    }
+
+    private async Task SendAllAsync(SemaphoreSlim slots, HashSet<Task> running, CancellationToken stoppingToken)
+    {
+        await using var deliveries = queue.ReadAllAsync(stoppingToken).GetAsyncEnumerator(stoppingToken);
+        while (true)
+        {
+            // A delivery is taken from the queue only when a slot is free, so what this node took, it is sending.
+            await slots.WaitAsync(stoppingToken).ConfigureAwait(false);
+            bool more;
+            try
+            {
+                more = await deliveries.MoveNextAsync().ConfigureAwait(false);
+            }
+            catch
+            {
+                slots.Release();
+                throw;
+            }
+
+            if (!more)
+            {
+                slots.Release();
+                return;
+            }
+
+            var delivery = deliveries.Current;
+            var task = Task.Run(async () =>
+            {
+                try
+                {
+                    await DeliverAsync(delivery, stoppingToken).ConfigureAwait(false);
+                }
+                finally
+                {
+                    slots.Release();
+                }
+            }, CancellationToken.None);
+            lock (running)
+            {
+                running.Add(task);
+            }
+
+            _ = task.ContinueWith(t => { lock (running) { running.Remove(t); } }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
     }
 
     /// <summary>Sends one delivery with its retries, then completes it (recording a failure when it never got through).</summary>
@@ -125,6 +151,12 @@ internal sealed partial class WebhookSender(
             status = null;
             error = ex is TimeoutRejectedException ? $"no answer within {options.Value.TimeoutSeconds} s" : ex.Message;
         }
+        catch (Exception ex)
+        {
+            // Anything else (a URL a reload made invalid, …) is a failed delivery too: it is recorded, never left pending.
+            status = null;
+            error = ex.GetType().Name + ": " + ex.Message;
+        }
 
         Log.Failed(logger, delivery.Id, delivery.Subscription, attempts, error ?? "unknown");
         await queue.CompleteAsync(delivery, new WebhookFailure(delivery.Subscription, delivery.Id, delivery.Type, delivery.SessionId, delivery.Seq,
@@ -161,6 +193,9 @@ internal sealed partial class WebhookSender(
     {
         [LoggerMessage(EventId = 9102, Level = LogLevel.Debug, Message = "Webhook {Id} delivered to {Subscription} after {Attempts} attempts")]
         public static partial void Delivered(ILogger logger, string id, string subscription, int attempts);
+
+        [LoggerMessage(EventId = 9104, Level = LogLevel.Warning, Message = "Webhook queue failed; reading again in a second")]
+        public static partial void QueueFailed(ILogger logger, Exception exception);
 
         [LoggerMessage(EventId = 9103, Level = LogLevel.Warning, Message = "Webhook {Id} to {Subscription} failed after {Attempts} attempts: {Error}")]
         public static partial void Failed(ILogger logger, string id, string subscription, int attempts, string error);

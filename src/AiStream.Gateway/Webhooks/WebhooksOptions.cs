@@ -60,6 +60,17 @@ public sealed class WebhookDeliveryOptions
     [Range(1, 10_000_000)]
     public int QueueCapacity { get; set; } = 10_000;
 
+    /// <summary>Bytes of deliveries waiting on this node; past it new ones are dropped and counted. Default 64 MiB.</summary>
+    [Range(1024, long.MaxValue)]
+    public long QueueBytes { get; set; } = 64 * 1024 * 1024;
+
+    /// <summary>
+    /// Largest session event sent whole, serialised; a larger one is sent as its type and name with
+    /// <c>"truncated":true</c> (the receiver reads it from the session by its position). Default 16 KiB.
+    /// </summary>
+    [Range(256, 16 * 1024 * 1024)]
+    public int MaxEventBytes { get; set; } = 16 * 1024;
+
     /// <summary>Deliveries in flight at once on this node. Default 8.</summary>
     [Range(1, 1000)]
     public int Concurrency { get; set; } = 8;

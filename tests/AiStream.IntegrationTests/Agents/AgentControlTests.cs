@@ -196,6 +196,36 @@ public sealed class AgentControlTests : IDisposable
         Assert.Equal(2, upstream.RequestCount); // the model was asked again, with both results
     }
 
+    [Fact]
+    public async Task AToolThatIgnoresItsToken_CannotHoldTheRun_AndItsInternalErrorsStayInTheGatewaysLog()
+    {
+        Define("stubborn", ["stubborn_wait", "leaky_fetch"], null, null);
+        await using var gateway = Gateway(Sim());
+        using var http = gateway.Client();
+
+        // A leaky tool's exception message (a path) is not what the session sees.
+        var leaky = NewSessionId();
+        using (var watcher = await SessionWatcher.OpenAsync(http, leaky))
+        {
+            await StartAsync(http, leaky, Agent("stubborn", "Please do the leaky fetch."));
+            await watcher.ReadUntilAsync(e => e.IsRunEnd);
+            Assert.Equal("Error: the tool failed.", watcher.Seen.Single(e => e.Type == "TOOL_CALL_RESULT").Str("content"));
+            Assert.DoesNotContain(watcher.Seen, e => e.Json.Contains("/srv/secret", StringComparison.Ordinal));
+        }
+
+        // A tool that never looks at its token: cancel still ends the run at once.
+        var session = NewSessionId();
+        using var stubborn = await SessionWatcher.OpenAsync(http, session);
+        var runId = await StartAsync(http, session, Agent("stubborn", "Please be stubborn and wait."));
+        await stubborn.ReadUntilAsync(e => e.Type == "STEP_STARTED" && e.Str("stepName") == "tool:stubborn_wait");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var cancel = await http.PostAsync($"api/sessions/{session}/runs/{runId}/cancel", null);
+        var end = (await stubborn.ReadUntilAsync(e => e.IsRunEnd))[^1];
+        Assert.Equal("cancelled", (await cancel.Content.ReadFromJsonAsync<JsonObject>())!["outcome"]!.GetValue<string>());
+        Assert.Equal("cancelled", end.OutcomeType);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"the run ended {clock.Elapsed.TotalMilliseconds} ms after the cancel");
+    }
+
     private GatewayFactory Gateway(Dictionary<string, string?> settings)
     {
         settings["AiStream:Agents:PromptsPath"] = _prompts;
@@ -240,6 +270,19 @@ public sealed class AgentControlTests : IDisposable
                 throw;
             }
         }
+
+        [KernelFunction("stubborn_wait")]
+        [Description("Looks something up and never gives up.")]
+        public static async Task<string> StubbornWaitAsync([Description("What to look up.")] string query)
+        {
+            await Task.Delay(TimeSpan.FromMinutes(10), CancellationToken.None);
+            return query;
+        }
+
+        [KernelFunction("leaky_fetch")]
+        [Description("Looks something up and fails.")]
+        public static string LeakyFetch([Description("What to look up.")] string query) =>
+            throw new InvalidOperationException($"could not open /srv/secret/{query}.db");
 
         [KernelFunction("get_weather")]
         [Description("The current weather in a city.")]

@@ -125,6 +125,9 @@ public sealed class AgentRunTests
         Assert.Equal("variables.language", missing["error"]!["param"]!.GetValue<string>());
         Assert.Contains("'language'", missing["detail"]!.GetValue<string>(), StringComparison.Ordinal);
 
+        var nullRequired = await Refused(new JsonObject { ["prompt"] = "summarize", ["variables"] = new JsonObject { ["text"] = null } });
+        Assert.Equal("variables.text", nullRequired["error"]!["param"]!.GetValue<string>());
+
         var both = await Refused(new JsonObject { ["prompt"] = "summarize", ["agent"] = "researcher" });
         Assert.Contains("not both", both["detail"]!.GetValue<string>(), StringComparison.Ordinal);
         var notObject = await Refused(new JsonObject { ["prompt"] = "summarize", ["variables"] = "text" });

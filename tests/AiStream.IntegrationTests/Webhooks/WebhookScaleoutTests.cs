@@ -47,6 +47,28 @@ public sealed class WebhookScaleoutTests
     }
 
     [Fact]
+    public async Task RedisLosingTheQueue_DoesNotStopTheGateway_AndDeliveriesGoOn()
+    {
+        await using var redis = await RedisServer.StartAsync();
+        await using var receiver = await WebhookReceiver.StartAsync();
+        await using var a = await ScaleoutKit.StartNodeAsync(redis.ConnectionString, "A", receiver.Subscription("all", "order.placed"));
+        using var http = a.Client();
+        var session = ScaleoutKit.NewSessionId();
+        await PublishAsync(http, session, Custom("order.placed", 1));
+        await receiver.WaitForAsync(r => r.Count == 1, "the first delivery");
+
+        // The stream and its consumer group vanish (a flush, a restart without persistence, a failover).
+        Assert.StartsWith("+OK", await redis.CommandAsync("FLUSHALL"), StringComparison.Ordinal);
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await PublishAsync(http, ScaleoutKit.NewSessionId(), Custom("order.placed", 2));
+
+        var received = await receiver.WaitForAsync(r => r.Count == 2, "a delivery after the flush");
+        Assert.Equal(2, received[1].Payload["data"]!["event"]!["value"]!.GetValue<int>());
+        using var ready = await http.GetAsync("readyz");
+        Assert.True(ready.IsSuccessStatusCode, "the gateway is still up");
+    }
+
+    [Fact]
     public async Task ANodeThatDiesMidDelivery_AnotherNodeSendsItAgain_UnderTheSameId()
     {
         await using var redis = await RedisServer.StartAsync();

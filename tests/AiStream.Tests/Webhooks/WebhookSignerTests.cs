@@ -52,3 +52,35 @@ public sealed class WebhookSignerTests
         Assert.Equal("r1", body["data"]!["event"]!["runId"]!.GetValue<string>());
     }
 }
+
+/// <summary>What bounds a webhook queue's memory: big events sent as a summary, and a byte budget.</summary>
+public sealed class WebhookBoundsTests
+{
+    [Fact]
+    public void ABigEvent_IsSentAsItsTypeAndNameWithTruncated()
+    {
+        var e = new JsonObject { ["type"] = "CUSTOM", ["name"] = "upload", ["value"] = new string('x', 100_000), ["timestamp"] = 5 };
+        var delivery = WebhookDelivery.For("crm", "upload", "s1", 3, e, DateTimeOffset.UnixEpoch, maxEventBytes: 16 * 1024);
+
+        Assert.True(delivery.Body.Length < 1024, $"{delivery.Body.Length} bytes");
+        var sent = JsonNode.Parse(delivery.Body)!["data"]!["event"]!;
+        Assert.True(sent["truncated"]!.GetValue<bool>());
+        Assert.Equal("upload", sent["name"]!.GetValue<string>());
+        Assert.Equal("CUSTOM", sent["type"]!.GetValue<string>());
+        Assert.True(sent["bytes"]!.GetValue<int>() > 100_000);
+    }
+
+    [Fact]
+    public async Task TheInMemoryQueue_RefusesPastItsByteBudget_AndTakesMoreOnceDrained()
+    {
+        var queue = new InMemoryWebhookQueue(Microsoft.Extensions.Options.Options.Create(new WebhookDeliveryOptions { QueueBytes = 10_000, QueueCapacity = 1000 }));
+        var e = new JsonObject { ["type"] = "CUSTOM", ["name"] = "x", ["value"] = new string('x', 3000) };
+        var accepted = Enumerable.Range(0, 5).Count(i => queue.TryEnqueue(WebhookDelivery.For("s", "x", "s1", i + 1, e, DateTimeOffset.UnixEpoch)));
+        Assert.Equal(3, accepted);
+
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        await using var reader = queue.ReadAllAsync(stop.Token).GetAsyncEnumerator(stop.Token);
+        Assert.True(await reader.MoveNextAsync());
+        Assert.True(queue.TryEnqueue(WebhookDelivery.For("s", "x", "s1", 9, e, DateTimeOffset.UnixEpoch)));
+    }
+}

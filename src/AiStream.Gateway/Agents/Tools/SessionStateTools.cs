@@ -50,7 +50,7 @@ internal sealed class SessionStateTools
         var patch = new JsonArray(new JsonObject { ["op"] = "add", ["path"] = path, ["value"] = parsed });
         if (await Context(kernel).PatchStateAsync(patch, cancellationToken).ConfigureAwait(false) is { } error)
         {
-            throw new InvalidOperationException("The state was not changed: " + error);
+            throw new ArgumentException("The state was not changed: " + error, nameof(path));
         }
 
         return $"Set {path} to {parsed?.ToJsonString() ?? "null"}.";
@@ -58,7 +58,7 @@ internal sealed class SessionStateTools
 
     private static RunToolContext Context(Kernel kernel) =>
         kernel.Data.TryGetValue(ContextKey, out var context) && context is RunToolContext run ? run
-            : throw new InvalidOperationException("The session state is only available to a run in a session.");
+            : throw new ArgumentException("The session state is only available to a run in a session.");
 
     private static JsonNode? Resolve(JsonNode? node, string pointer)
     {

@@ -107,7 +107,7 @@ try {
   console.error(`agent: ${error.message}`);
   // Say so in the session, unless the gateway refused us outright (then it would refuse this too).
   if (error.status !== 401 && error.status !== 403) {
-    await publish({ type: 'RUN_ERROR', message: error.message, code: 'agent_failed' }).catch(() => {});
+    await publish({ type: 'RUN_ERROR', runId, message: error.message, code: 'agent_failed' }).catch(() => {});
   }
   process.exitCode = 1;
 }

@@ -132,7 +132,7 @@ if __name__ == "__main__":
         # Say so in the session, unless the gateway refused us outright (then it would refuse this too).
         if error.status not in (401, 403):
             try:
-                publish({"type": "RUN_ERROR", "message": str(error), "code": "agent_failed"})
+                publish({"type": "RUN_ERROR", "runId": RUN_ID, "message": str(error), "code": "agent_failed"})
             except PublishError:
                 pass
         sys.exit(1)

@@ -80,12 +80,29 @@ public sealed class ExternalAgentSampleTests
         Assert.DoesNotContain("seq", output, StringComparison.Ordinal);
     }
 
-    private static async Task<(int Code, string Output, string Errors)> RunAsync(string sample, Uri gateway, string session, string runId)
+    [Theory]
+    [MemberData(nameof(Samples))]
+    public async Task ARunThatCannotGoOn_EndsWithRunError_AndIsNoLongerInProgress(string sample)
+    {
+        await using var gateway = await GatewayProcess.StartAsync(new Dictionary<string, string?>());
+        using var http = gateway.CreateClient();
+        var session = "ext-" + Guid.NewGuid().ToString("N")[..10];
+
+        var (code, _, errors) = await RunAsync(sample, gateway.BaseAddress, session, "run-fails", question: "What is the meaning of life?");
+
+        Assert.Equal(1, code);
+        Assert.Contains("no arithmetic", errors, StringComparison.Ordinal);
+        var info = await http.GetFromJsonAsync<JsonObject>($"api/sessions/{session}");
+        Assert.Empty(info!["activeRuns"]!.AsArray()); // the RUN_ERROR named its run
+    }
+
+    private static async Task<(int Code, string Output, string Errors)> RunAsync(string sample, Uri gateway, string session, string runId,
+        string question = "What is 17 * 23?")
     {
         var folder = Path.Combine(Fixtures.RepositoryRoot, "samples", "external-agent");
         var start = sample == "node"
-            ? new ProcessStartInfo("node", [Path.Combine(folder, "node", "agent.mjs"), "What is 17 * 23?"])
-            : new ProcessStartInfo("python3", [Path.Combine(folder, "python", "agent.py"), "What is 17 * 23?"]);
+            ? new ProcessStartInfo("node", [Path.Combine(folder, "node", "agent.mjs"), question])
+            : new ProcessStartInfo("python3", [Path.Combine(folder, "python", "agent.py"), question]);
         start.RedirectStandardOutput = true;
         start.RedirectStandardError = true;
         start.Environment["AISTREAM_URL"] = gateway.ToString().TrimEnd('/');

@@ -79,6 +79,7 @@ public sealed class WebhookTests
         var settings = Merge(Sim(), receiver.Subscription("slow", "*"));
         settings["AiStream:WebhookDelivery:TimeoutSeconds"] = "60";
         settings["AiStream:WebhookDelivery:Concurrency"] = "2";
+        settings["AiStream:Limits:MessagesPerSecond"] = "0"; // the burst is the point, not the caller's rate limit
         await using var gateway = new GatewayFactory(settings);
         using var http = gateway.Client();
         var session = NewSessionId();

@@ -45,6 +45,26 @@ internal static partial class PromptFiles
             return (null, $"{path}: 'template' is required and must be text");
         }
 
+        foreach (var key in (string[])["description", "template_format"])
+        {
+            if (root[key] is { } value && value.GetValueKind() != JsonValueKind.String)
+            {
+                return (null, $"{path}: '{key}' must be text");
+            }
+        }
+
+        if (root["input_variables"] is JsonArray variables)
+        {
+            foreach (var variable in variables)
+            {
+                // Semantic Kernel takes only text defaults; a plain `default: 3` or `default: true` is meant as that text.
+                if (variable is JsonObject declared && declared["default"] is JsonValue value && value.GetValueKind() is not JsonValueKind.String)
+                {
+                    declared["default"] = value.ToJsonString();
+                }
+            }
+        }
+
         PromptTemplateConfig config;
         try
         {
@@ -187,12 +207,24 @@ internal static partial class PromptFiles
         }
     }
 
-    /// <summary>YAML as JSON: mappings to objects, sequences to arrays, scalars to strings (Semantic Kernel's own reader does the same).</summary>
+    /// <summary>
+    /// YAML as JSON: mappings to objects, sequences to arrays, scalars to strings, except plain (unquoted) scalars of
+    /// YAML's core schema: true/false to booleans (is_required), null/~ to null, and numbers JSON can spell to numbers
+    /// with their text kept (temperature 0.3; a default of 1.10 stays "1.10"). Plain scalars JSON cannot spell as a
+    /// number (07, 0x1F, .5, 1_000) stay text.
+    /// </summary>
     private static JsonNode? ToJson(YamlNode node, int depth)
     {
         if (depth > 32)
         {
             throw new InvalidDataException("nested deeper than 32 levels");
+        }
+
+        // The representation model resolves an alias to its anchored node, so converting would copy it at every use
+        // (a few lines of aliases to aliases expand to billions of nodes): anchors are refused, and aliases with them.
+        if (!node.Anchor.IsEmpty)
+        {
+            throw new InvalidDataException($"YAML anchors and aliases are not supported (&{node.Anchor.Value} at line {node.Start.Line})");
         }
 
         switch (node)
@@ -216,22 +248,23 @@ internal static partial class PromptFiles
             case YamlSequenceNode sequence:
                 return new JsonArray([.. sequence.Children.Select(c => ToJson(c, depth + 1))]);
             case YamlScalarNode scalar:
-                // Unquoted true/false/numbers stay typed where SK expects them (is_required, temperature).
                 if (scalar.Style == ScalarStyle.Plain && scalar.Value is { } plain)
                 {
-                    if (plain is "true" or "false")
+                    switch (plain)
                     {
-                        return JsonValue.Create(plain == "true");
+                        case "true" or "True" or "TRUE":
+                            return JsonValue.Create(true);
+                        case "false" or "False" or "FALSE":
+                            return JsonValue.Create(false);
+                        case "" or "~" or "null" or "Null" or "NULL":
+                            return null;
                     }
 
-                    if (double.TryParse(plain, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var number) && double.IsFinite(number))
+                    if (JsonNumber().IsMatch(plain)
+                        && double.TryParse(plain, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var number)
+                        && double.IsFinite(number))
                     {
-                        return JsonValue.Create(number);
-                    }
-
-                    if (plain is "~" or "null" || plain.Length == 0)
-                    {
-                        return null;
+                        return JsonNode.Parse(plain);
                     }
                 }
 
@@ -261,4 +294,7 @@ internal static partial class PromptFiles
 
     [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_]{0,63}\z")]
     private static partial Regex VariableName();
+
+    [GeneratedRegex(@"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\z")]
+    private static partial Regex JsonNumber();
 }

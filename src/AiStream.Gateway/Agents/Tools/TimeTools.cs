@@ -11,7 +11,7 @@ internal sealed class TimeTools(TimeProvider time)
     [Description("The current date and time in UTC, in ISO 8601, with the day of the week.")]
     public string CurrentTime()
     {
-        var now = time.GetUtcNow();
+        var now = time.GetUtcNow().ToUniversalTime();
         return now.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture) + " (" + now.DayOfWeek.ToString() + ")";
     }
 }

@@ -18,6 +18,12 @@ public sealed class AgentsOptions
     /// <summary>Whether edits to the folder are picked up while running. Default true.</summary>
     public bool Reload { get; set; } = true;
 
+    /// <summary>
+    /// Whether to poll the folder for changes (every 4 seconds) instead of relying on file system events; for mounts
+    /// where events do not arrive (some network and container volume mounts). Default false.
+    /// </summary>
+    public bool PollForChanges { get; set; }
+
     /// <summary>How long edits settle before the folder is read again, in milliseconds. Default 300.</summary>
     [Range(0, 60_000)]
     public int ReloadDelayMilliseconds { get; set; } = 300;

@@ -22,7 +22,8 @@ internal sealed partial class PromptLibrary : IDisposable
     private PhysicalFileProvider? _files;
     private IDisposable? _watch;
     private ITimer? _pending;
-    private Loaded _loaded = Loaded.Empty;
+    // Replaced whole under _gate, read without it: requests see one consistent set, old or new.
+    private volatile Loaded _loaded = Loaded.Empty;
 
     public PromptLibrary(IOptions<AgentsOptions> options, IHostEnvironment environment, AgentToolbox toolbox, TimeProvider time, ILogger<PromptLibrary> logger)
     {
@@ -62,8 +63,10 @@ internal sealed partial class PromptLibrary : IDisposable
             Log.Loaded(_logger, loaded.PromptList.Count, loaded.AgentList.Count, _root);
             if (_options.Reload && Directory.Exists(_root))
             {
-                _files = new PhysicalFileProvider(_root) { UsePollingFileWatcher = false };
-                _watch = ChangeToken.OnChange(() => _files.Watch("**/*.yaml"), Changed);
+                // Polling (every 4 s) for folders where file system events do not arrive (some container volume mounts).
+                _files = new PhysicalFileProvider(_root) { UsePollingFileWatcher = _options.PollForChanges, UseActivePolling = _options.PollForChanges };
+                var files = _files;
+                _watch = ChangeToken.OnChange(() => new CompositeChangeToken([files.Watch("**/*.yaml"), files.Watch("**/*.yml")]), Changed);
             }
 
             return errors;

@@ -22,6 +22,7 @@ internal sealed partial class PromptLibrary : IDisposable
     private PhysicalFileProvider? _files;
     private IDisposable? _watch;
     private ITimer? _pending;
+    private bool _disposed;
     // Replaced whole under _gate, read without it: requests see one consistent set, old or new.
     private volatile Loaded _loaded = Loaded.Empty;
 
@@ -78,6 +79,11 @@ internal sealed partial class PromptLibrary : IDisposable
     {
         lock (_gate)
         {
+            if (_disposed)
+            {
+                return;
+            }
+
             var (loaded, errors) = Read(_loaded);
             foreach (var error in errors)
             {
@@ -93,6 +99,11 @@ internal sealed partial class PromptLibrary : IDisposable
     {
         lock (_gate)
         {
+            if (_disposed)
+            {
+                return;
+            }
+
             _pending?.Dispose();
             _pending = _time.CreateTimer(_ => Reload(), null, TimeSpan.FromMilliseconds(_options.ReloadDelayMilliseconds), Timeout.InfiniteTimeSpan);
         }
@@ -190,6 +201,8 @@ internal sealed partial class PromptLibrary : IDisposable
     {
         lock (_gate)
         {
+            // A change timer due after this finds the library disposed and reads nothing (the folder may be gone).
+            _disposed = true;
             _watch?.Dispose();
             _pending?.Dispose();
             _files?.Dispose();

@@ -16,13 +16,18 @@ internal sealed record ToolCallDelta(int Index, string? CallId, string? Name, st
 /// </summary>
 internal static class ToolCallStreaming
 {
-    public static IEnumerable<ToolCallDelta> Deltas(ChatResponseUpdate update)
+    /// <summary>
+    /// The tool-call pieces an update carries; an empty array (no allocation) for the usual update, a text token, since
+    /// this is read once per token.
+    /// </summary>
+    public static IReadOnlyList<ToolCallDelta> Deltas(ChatResponseUpdate update)
     {
+        List<ToolCallDelta>? deltas = null;
         foreach (var content in update.Contents)
         {
             if (content is ToolCallDeltaContent delta)
             {
-                yield return delta.Delta;
+                (deltas ??= []).Add(delta.Delta);
             }
         }
 
@@ -31,10 +36,12 @@ internal static class ToolCallStreaming
             foreach (var call in calls)
             {
                 var arguments = call.FunctionArgumentsUpdate is { } data && !data.IsEmpty ? data.ToString() : string.Empty;
-                yield return new ToolCallDelta(call.Index, string.IsNullOrEmpty(call.ToolCallId) ? null : call.ToolCallId,
-                    string.IsNullOrEmpty(call.FunctionName) ? null : call.FunctionName, arguments);
+                (deltas ??= []).Add(new ToolCallDelta(call.Index, string.IsNullOrEmpty(call.ToolCallId) ? null : call.ToolCallId,
+                    string.IsNullOrEmpty(call.FunctionName) ? null : call.FunctionName, arguments));
             }
         }
+
+        return deltas ?? (IReadOnlyList<ToolCallDelta>)[];
     }
 }
 

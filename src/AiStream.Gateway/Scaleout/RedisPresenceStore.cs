@@ -234,8 +234,22 @@ internal sealed partial class RedisPresenceStore(
             // Presence events go into the session's log: this node's events buffered during an outage go first.
             await sessions.FlushBufferedAsync(sessionId, CancellationToken.None).ConfigureAwait(false);
             var result = await redis.Database.ScriptEvaluateAsync(script, keys, [.. common, .. args]).ConfigureAwait(false);
+            var reply = (RedisResult[])result!;
+            if (reply.Length == 4 && (long)reply[2] is var first and > 0 && sessions.Scripted.Listening)
+            {
+                // What the script logged is reported here, once, by the node that ran it (webhooks).
+                var logged = (RedisResult[])reply[3]!;
+                var events = new JsonObject[logged.Length];
+                for (var i = 0; i < logged.Length; i++)
+                {
+                    events[i] = (JsonObject)JsonNode.Parse((string)logged[i]!)!;
+                }
+
+                sessions.Scripted.Report(sessionId, first, events);
+            }
+
             // The script answers when the session next needs a sweep; remember it where every node looks.
-            var next = result.Resp2Type == ResultType.Array ? (long)((RedisResult[])result!)[1] : (long)result;
+            var next = (long)reply[1];
             if (next >= 0)
             {
                 _ = redis.Database.SortedSetAddAsync(redis.PresenceDue, sessionId, next, CommandFlags.FireAndForget);

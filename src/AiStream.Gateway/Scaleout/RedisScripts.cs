@@ -88,7 +88,8 @@ internal static class RedisScripts
     /// <summary>
     /// Ends a run whose node died. KEYS: seq, log, runs, log bytes. ARGV: channel, runId, now, maxLen, cutoff, ttl, owner,
     /// maxBytes, bodies...
-    /// Appends only if the run is still registered to <c>owner</c>, so exactly one node ends it, and marks it ended. Returns 1 when it did.
+    /// Appends only if the run is still registered to <c>owner</c>, so exactly one node ends it, and marks it ended. Returns
+    /// the first position it appended when it did (the node that ran it reports those events), else 0.
     /// </summary>
     public const string EndOrphan = Append + """
         if redis.call('HGET', KEYS[3], ARGV[2]) ~= ARGV[7] then return 0 end
@@ -96,8 +97,8 @@ internal static class RedisScripts
         redis.call('HSET', KEYS[3], ARGV[2], 'ended')
         local bodies = {}
         for i = 9, #ARGV do bodies[#bodies + 1] = ARGV[i] end
-        append(KEYS[1], KEYS[2], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], 0, bodies, ARGV[8])
-        return 1
+        local first = append(KEYS[1], KEYS[2], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], 0, bodies, ARGV[8])
+        return first
         """;
 
     /// <summary>
@@ -128,11 +129,15 @@ internal static class RedisScripts
     // ps (a crowded session's changes since its last presence.count: joined, left, updated, last, due).
     // Events are built here, because only here is the connection count known. The common arguments are channel, now,
     // maxLen, cutoff, ttl, maxMembers, coalesceAbove, countInterval, maxBytes; a script's own start at ARGV[10].
+    // Every presence script answers {status, due, first position logged (0: none), the events logged}: the node that
+    // ran it reports those events to the event sinks (webhooks), as the writer of any other append does, so each is
+    // reported once whether or not any node mirrors the session.
     private const string Presence = Append + """
         local pc, pn, pm, pa, pl, pu, pt, seqKey, logKey, ps, bytesKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
         local channel, now, maxLen, cutoff, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
         local maxMembers, above, interval, maxBytes = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
         local events = {}
+        local logged = 0
         local function event(name, value)
           events[#events + 1] = '{"type":"CUSTOM","name":"' .. name .. '","value":' .. value .. ',"timestamp":' .. now .. '}'
         end
@@ -189,7 +194,7 @@ internal static class RedisScripts
             countDue = -1
           end
           for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
-          if #events > 0 then append(seqKey, logKey, bytesKey, channel, '', now, maxLen, cutoff, ttl, 0, events, maxBytes) end
+          if #events > 0 then logged = append(seqKey, logKey, bytesKey, channel, '', now, maxLen, cutoff, ttl, 0, events, maxBytes) end
           local due = countDue
           for _, key in ipairs({pc, pl, pu}) do
             local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
@@ -203,7 +208,8 @@ internal static class RedisScripts
     /// <summary>
     /// Adds or renews connections. ARGV after the common nine: (member, connection, expiry, described,
     /// describedForLeave) repeated. A member that was not announced joins, unless the session has maxMembers already.
-    /// Returns {refused, due}: how many connections were refused for that, and the next due time.
+    /// Returns {refused, due, logged, events}: how many connections were refused for that, the next due time, and what
+    /// was logged.
     /// </summary>
     public const string PresenceConnect = Presence + """
         local refused = 0
@@ -227,22 +233,24 @@ internal static class RedisScripts
             end
           end
         end
-        return {refused, finish()}
+        local due = finish()
+        return {refused, due, logged, events}
         """;
 
-    /// <summary>Removes a connection. ARGV: common nine, member, connection, leaveAt (0: at once). Returns the next due time.</summary>
+    /// <summary>Removes a connection. ARGV: common nine, member, connection, leaveAt (0: at once). Returns {0, due, logged, events}.</summary>
     public const string PresenceDisconnect = Presence + """
         local member, connection, leaveAt = ARGV[10], ARGV[11], tonumber(ARGV[12])
         if redis.call('ZREM', pc, member .. '\t' .. connection) == 1 and redis.call('HINCRBY', pn, member, -1) <= 0
           and redis.call('SISMEMBER', pa, member) == 1 then
           if leaveAt <= 0 then leave(member, 'left') else redis.call('ZADD', pl, leaveAt, member) end
         end
-        return finish()
+        local due = finish()
+        return {0, due, logged, events}
         """;
 
     /// <summary>
     /// Replaces a member's state. ARGV: common nine, member, described, windowMs. Returns {status, due}: status -1 not
-    /// present, 1 logged, 0 coalesced (logged when the window closes, or counted in a crowded session).
+    /// present, 1 logged, 0 coalesced (logged when the window closes, or counted in a crowded session); then logged, events.
     /// </summary>
     public const string PresenceSetState = Presence + """
         local member, described, window = ARGV[10], ARGV[11], tonumber(ARGV[12])
@@ -262,10 +270,11 @@ internal static class RedisScripts
           redis.call('ZREM', pu, member)
           event('presence.update', described .. ',"connections":' .. count(member) .. '}')
         end
-        return {status, finish()}
+        local due = finish()
+        return {status, due, logged, events}
         """;
 
-    /// <summary>Expires connections, completes due leaves, flushes due updates and counts. ARGV: the common nine. Returns the next due time.</summary>
+    /// <summary>Expires connections, completes due leaves, flushes due updates and counts. ARGV: the common nine. Returns {0, due, logged, events}.</summary>
     public const string PresenceSweep = Presence + """
         for _, entry in ipairs(redis.call('ZRANGEBYSCORE', pc, '-inf', now, 'LIMIT', 0, 1000)) do
           redis.call('ZREM', pc, entry)
@@ -283,6 +292,7 @@ internal static class RedisScripts
             else event('presence.update', redis.call('HGET', pm, member) .. ',"connections":' .. count(member) .. '}') end
           end
         end
-        return finish()
+        local due = finish()
+        return {0, due, logged, events}
         """;
 }

@@ -37,8 +37,11 @@ internal sealed class RedisSessionCommands(RedisConnection redis, SessionsOption
         return (first, last, replayed, conflict);
     }
 
-    /// <summary>Runs <see cref="RedisScripts.EndOrphan"/> with <paramref name="events"/> (timestamped now). True when this call ended the run.</summary>
-    public async Task<bool> EndOrphanAsync(string sessionId, string runId, string owner, List<JsonObject> events)
+    /// <summary>
+    /// Runs <see cref="RedisScripts.EndOrphan"/> with <paramref name="events"/> (timestamped now). The first position
+    /// appended when this call ended the run, else 0.
+    /// </summary>
+    public async Task<long> EndOrphanAsync(string sessionId, string runId, string owner, List<JsonObject> events)
     {
         var now = time.GetUtcNow().ToUnixTimeMilliseconds();
         var bodies = new List<byte[]>(events.Count);
@@ -49,9 +52,8 @@ internal sealed class RedisSessionCommands(RedisConnection redis, SessionsOption
         }
 
         var args = RedisSessionProtocol.EndOrphanArguments(redis.Channel(sessionId), options, KeyTtl, runId, owner, now, bodies);
-        var ended = (long)await redis.Database.ScriptEvaluateAsync(RedisScripts.EndOrphan,
+        return (long)await redis.Database.ScriptEvaluateAsync(RedisScripts.EndOrphan,
             [redis.Key(sessionId, "seq"), redis.Key(sessionId, "log"), redis.Key(sessionId, "runs"), redis.Key(sessionId, "lb")], args).ConfigureAwait(false);
-        return ended == 1;
     }
 
     /// <summary>Whether Redis has the session (its position counter).</summary>

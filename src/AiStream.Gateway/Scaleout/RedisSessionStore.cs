@@ -44,13 +44,17 @@ internal sealed class RedisSessionStore : ISessionStore, IDisposable
         _time = time;
         _logger = logger;
         _commands = new RedisSessionCommands(redis, options.Value, time, presence.Value.SnapshotCap);
-        _sync = new StreamSync(_commands, logger, [.. sinks ?? []]);
+        _sync = new StreamSync(_commands, logger);
+        Scripted = new ScriptedAppends([.. sinks ?? []]);
         _mirrors = new SessionMirrors(_commands, _sync, logger);
         _buffer = new OutageBuffer(_commands, _mirrors, _sync, scaleout.Value, time, logger);
-        _maintenance = new SessionMaintenance(_commands, _mirrors, _sync, _buffer, scaleout.Value, time, logger);
+        _maintenance = new SessionMaintenance(_commands, _mirrors, _sync, _buffer, scaleout.Value, time, logger, Scripted);
         // Messages published while this node's connection was down are never delivered: look for them at once.
         redis.Restored += () => _ = Task.Run(() => _maintenance.CatchUpAllAsync(CancellationToken.None));
     }
+
+    /// <summary>Reports events Redis scripts logged outside <see cref="AppendAsync"/> (presence) to the event sinks.</summary>
+    internal ScriptedAppends Scripted { get; }
 
     /// <summary>Lifetime of a session's keys after its last write or while watched (renewed by watchers).</summary>
     internal TimeSpan KeyTtl => _commands.KeyTtl;

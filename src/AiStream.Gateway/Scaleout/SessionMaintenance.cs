@@ -6,7 +6,7 @@ namespace AiStream.Gateway.Scaleout;
 
 /// <summary>The session store's upkeep: the maintenance pass (watchers, catch-up, checkpoints, orphaned runs, idle mirrors) and the repair after a reconnect.</summary>
 internal sealed class SessionMaintenance(RedisSessionCommands commands, SessionMirrors mirrors, StreamSync sync, OutageBuffer buffer, ScaleoutOptions scaleout,
-    TimeProvider time, ILogger logger)
+    TimeProvider time, ILogger logger, ScriptedAppends scripted)
 {
     /// <summary>
     /// How many sessions that must first be loaded or flushed (after an outage) one pass works on at once: each of those
@@ -228,7 +228,9 @@ internal sealed class SessionMaintenance(RedisSessionCommands commands, SessionM
         }
 
         events.Add(AgUi.Event(AgUi.RunError, ("message", message), ("code", code), ("runId", runId)));
-        return await commands.EndOrphanAsync(sessionId, runId, owner, events).ConfigureAwait(false);
+        var first = await commands.EndOrphanAsync(sessionId, runId, owner, events).ConfigureAwait(false);
+        scripted.Report(sessionId, first, events);
+        return first > 0;
     }
 
     /// <summary>

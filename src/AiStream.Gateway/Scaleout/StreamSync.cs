@@ -6,7 +6,7 @@ using StackExchange.Redis;
 namespace AiStream.Gateway.Scaleout;
 
 /// <summary>Keeps mirrors in step: published batches applied in position order, gaps filled from the stream, resets when Redis lost what a mirror needs.</summary>
-internal sealed class StreamSync(RedisSessionCommands commands, ILogger logger, ISessionEventSink[]? sinks = null)
+internal sealed class StreamSync(RedisSessionCommands commands, ILogger logger)
 {
     /// <summary>Delivers what the session's channel brings, in order, until the mirror unsubscribes.</summary>
     public async Task ReadChannelAsync(SessionMirror mirror, ChannelMessageQueue queue)
@@ -30,28 +30,6 @@ internal sealed class StreamSync(RedisSessionCommands commands, ILogger logger, 
         catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
         {
             // Unsubscribed: the mirror was forgotten.
-        }
-    }
-
-    /// <summary>
-    /// Presence changes are logged by the presence scripts, not through the store's append, so the sinks (webhooks)
-    /// hear of them here, from every node that mirrors the session; the webhook queue keeps one of each.
-    /// </summary>
-    private void Observe(string sessionId, List<(SessionEvent Event, JsonObject Body)> events)
-    {
-        if (sinks is not { Length: > 0 })
-        {
-            return;
-        }
-
-        var presence = events.Where(e => e.Event.Type == AgUi.Custom && e.Body["name"]?.GetValue<string>() is "presence.join" or "presence.leave")
-            .Select(e => (e.Event.Seq, e.Body)).ToList();
-        if (presence.Count > 0)
-        {
-            foreach (var sink in sinks)
-            {
-                sink.Appended(sessionId, presence);
-            }
         }
     }
 
@@ -98,7 +76,6 @@ internal sealed class StreamSync(RedisSessionCommands commands, ILogger logger, 
             }
 
             mirror.Log.ApplyStored(events);
-            Observe(mirror.SessionId, events);
         }
         finally
         {

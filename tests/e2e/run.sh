@@ -2,7 +2,7 @@
 # End-to-end tests of the gateway with official third-party JavaScript clients (eventsource, @microsoft/signalr,
 # @ag-ui/client), on Node's built-in test runner.
 #
-# Builds nothing: expects src/AiStream.Gateway/bin/$CONFIGURATION/net10.0/AiStream.Gateway.dll (from
+# Builds the TypeScript client (src/clients), not the gateway: expects src/AiStream.Gateway/bin/$CONFIGURATION/net10.0/AiStream.Gateway.dll (from
 # `dotnet build AiStream.sln -c $CONFIGURATION`). Installs the locked npm packages when node_modules is missing or
 # stale, starts the gateway on a free loopback port with a fast simulated model, runs tests/e2e/*.test.mjs against it
 # (GATEWAY_URL), stops it, and writes one line "passed=N failed=N skipped=N" to $E2E_SUMMARY
@@ -24,7 +24,7 @@ TAP="$RESULTS/results.tap"
 GATEWAY_LOG="$RESULTS/gateway.log"
 READY_TIMEOUT_SECONDS=30
 # A hung test file cannot hold the run past this (each test also has its own 15 s timeout).
-TESTS_TIMEOUT_SECONDS=150
+TESTS_TIMEOUT_SECONDS=540
 
 GATEWAY_PID=""
 
@@ -75,6 +75,19 @@ if [ ! -d node_modules ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$LOCK_HASH" ]; t
   npm ci --no-audit --no-fund --loglevel=error >&2 || abort "npm ci failed."
   echo "$LOCK_HASH" >"$STAMP"
 fi
+
+# The TypeScript client and the web app (src/clients): installed from their lock file when it changed, then built
+# (the client's dist/ is what client.test.mjs imports; the web build is checked against the committed bundle).
+CLIENTS="$ROOT/src/clients"
+CLIENTS_HASH="$(sha256sum "$CLIENTS/package-lock.json" | cut -d' ' -f1)"
+CLIENTS_STAMP="$CLIENTS/node_modules/.clients-package-lock.sha256"
+if [ ! -d "$CLIENTS/node_modules" ] || [ "$(cat "$CLIENTS_STAMP" 2>/dev/null)" != "$CLIENTS_HASH" ]; then
+  log "Installing the clients' npm packages (npm ci)"
+  (cd "$CLIENTS" && npm ci --no-audit --no-fund --loglevel=error >&2) || abort "npm ci failed in src/clients."
+  echo "$CLIENTS_HASH" >"$CLIENTS_STAMP"
+fi
+log "Building the TypeScript client"
+(cd "$CLIENTS" && npm run build --silent -w typescript >&2) || abort "the TypeScript client did not build."
 
 free_port() {
   node -e '

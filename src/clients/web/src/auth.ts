@@ -1,0 +1,48 @@
+// The page's token when the gateway requires one: from the URL fragment (#token=…, removed from the address bar at
+// once so a shared link never carries it), from the sign-in dialog, or from the host page (window.aistream.setToken,
+// e.g. after its own login refreshed it). Kept in sessionStorage: per tab, gone when the tab closes.
+
+import { jwtExpiry } from '@aistream/client';
+
+const KEY = 'aistream.token';
+
+export interface Who {
+  name: string;
+  subject: string | undefined;
+}
+
+export function takeTokenFromFragment(params: URLSearchParams): void {
+  const token = params.get('token') ?? params.get('access_token');
+  if (token) sessionStorage.setItem(KEY, token);
+}
+
+export function currentToken(): string | undefined {
+  return sessionStorage.getItem(KEY) ?? undefined;
+}
+
+export function setToken(token: string): void {
+  sessionStorage.setItem(KEY, token.trim());
+}
+
+export function clearToken(): void {
+  sessionStorage.removeItem(KEY);
+}
+
+/** True when the token is a JWT past its expiry. */
+export function isExpired(token: string | undefined): boolean {
+  const exp = jwtExpiry(token);
+  return exp !== undefined && exp <= Date.now();
+}
+
+/** Who a JWT says the caller is (its `name`, else `sub`); undefined for an API key. */
+export function whoIs(token: string | undefined): Who | undefined {
+  const payload = token?.split('.')[1];
+  if (!payload) return undefined;
+  try {
+    const json = JSON.parse(atob(payload.replace(/-/g, '+').replace(/_/g, '/'))) as { name?: unknown; sub?: unknown };
+    const subject = typeof json.sub === 'string' ? json.sub : undefined;
+    return { name: typeof json.name === 'string' ? json.name : subject ?? 'signed in', subject };
+  } catch {
+    return undefined;
+  }
+}

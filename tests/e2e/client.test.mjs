@@ -1,0 +1,201 @@
+// The TypeScript client (src/clients/typescript, built by run.sh) against real gateway processes: resuming after the
+// network cuts the connection (no gap, no duplicate) on both transports, token refresh across expiries, presence,
+// cancel, the conversation model on a recorded agent trace, and its types checked with tsc --noEmit.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { after, before, test } from 'node:test';
+import { AiStreamClient, Conversation, isSessionEvent } from '../../src/clients/typescript/dist/index.js';
+import { GATEWAY_URL, sessionId } from './lib.mjs';
+import { eventually, jwt, signingKey, sleep, startGateway, startProxy } from './processes.mjs';
+
+const CLIENTS = fileURLToPath(new URL('../../src/clients/', import.meta.url));
+
+/** Every event a join delivers, in order, with the states it went through. */
+function record(client, sid, options = {}) {
+  const events = [];
+  const states = [];
+  const connection = client.join(sid, {
+    ...options,
+    onEvent: (e) => { events.push(e); options.onEvent?.(e); },
+    onState: (s) => states.push(s.status === 'reconnecting' ? `reconnecting:${s.attempt}` : s.status),
+  });
+  return { connection, events, states };
+}
+
+const textOf = (events, runId) => {
+  const ids = new Set();
+  let text = '';
+  let inRun = false;
+  for (const e of events) {
+    if (e.type === 'RUN_STARTED') inRun = e.runId === runId;
+    if (inRun && e.type === 'TEXT_MESSAGE_START' && e.role !== 'user') ids.add(e.messageId);
+    if (e.type === 'TEXT_MESSAGE_CONTENT' && ids.has(e.messageId)) text += e.delta;
+  }
+  return text;
+};
+
+/** Positions after the catch-up are each one more than the last: no gap, no duplicate. */
+function assertContiguous(events, what) {
+  const live = events.filter((e) => e.seq > 0);
+  const start = live.findLastIndex((e) => e.type === 'MESSAGES_SNAPSHOT');
+  const snapshotSeq = start < 0 ? undefined : live[start].seq;
+  let last = start < 0 ? live[0].seq - 1 : snapshotSeq;
+  for (const e of live.slice(start + 1)) {
+    if (e.seq === snapshotSeq) continue; // the rest of the catch-up, all at the head it summarises
+    assert.equal(e.seq, last + 1, `${what}: position ${last} then ${e.seq} (${e.type})`);
+    last = e.seq;
+  }
+}
+
+let slow;
+before(async () => { slow = await startGateway({ AiStream__Providers__sim__TokensPerSecond: '25' }); });
+after(() => slow?.kill());
+
+for (const transport of ['sse', 'signalr']) {
+  test(`${transport}: the network cuts the connection twice mid-run; the client resumes with no gap, no duplicate and the same text`, { timeout: 60_000 }, async (t) => {
+    const proxy = await startProxy(slow.url);
+    t.after(() => proxy.close());
+    const sid = sessionId(`client-cut-${transport}`);
+    const reference = record(new AiStreamClient({ baseUrl: slow.url, transport: 'sse', name: 'Reference' }), sid);
+    const cut = record(new AiStreamClient({ baseUrl: proxy.url, transport, name: 'Cut', maxDelayMs: 1000 }), sid);
+    t.after(() => { reference.connection.close(); cut.connection.close(); });
+    await Promise.all([reference.connection.ready, cut.connection.ready]);
+
+    const runId = await reference.connection.startRun({ messages: [{ role: 'user', content: 'Tell me about streaming, latency, backpressure and failures' }] });
+    for (let i = 0; i < 2; i++) {
+      await eventually('some text', () => textOf(cut.events, runId).length > 40 * (i + 1));
+      const seen = cut.states.length;
+      proxy.cut();
+      const cutAt = Date.now();
+      await eventually('reconnecting, then live again', () => {
+        const since = cut.states.slice(seen);
+        return since.includes('reconnecting:1') && since.at(-1) === 'live';
+      }, 5000);
+      assert.ok(Date.now() - cutAt < 5000, 'healed within 5 s');
+    }
+    const ended = (events) => events.some((e) => e.type === 'RUN_FINISHED' && e.runId === runId);
+    await eventually('the run to end for both', () => ended(reference.events) && ended(cut.events), 30_000);
+
+    assert.ok(cut.states.includes('reconnecting:1'), cut.states.join(','));
+    assert.equal(cut.states.at(-1), 'live');
+    assertContiguous(cut.events, 'the cut client');
+    assert.equal(textOf(cut.events, runId), textOf(reference.events, runId));
+    assert.ok(textOf(cut.events, runId).length > 100);
+  });
+}
+
+test('token refresh: a watch outlives several short-lived tokens, renewed before each expiry, with no gap', { timeout: 60_000 }, async (t) => {
+  const key = signingKey();
+  const gateway = await startGateway({ AiStream__Auth__Jwt__SigningKey: key, AiStream__Providers__sim__TokensPerSecond: '10' });
+  t.after(() => gateway.kill());
+  const sid = sessionId('client-token');
+  let issued = 0;
+  const client = new AiStreamClient({ baseUrl: gateway.url, transport: 'sse', accessToken: () => { issued++; return jwt(key, 'ann', { lifetimeSeconds: 3 }); } });
+  const watch = record(client, sid);
+  t.after(() => watch.connection.close());
+  await watch.connection.ready;
+  const runId = await client.startRun(sid, { messages: [{ role: 'user', content: 'Tell me about streaming, latency, backpressure and failures' }] });
+  await eventually('the run to end', () => watch.events.some((e) => e.type === 'RUN_FINISHED' && e.runId === runId), 40_000);
+
+  assert.ok(issued >= 4, `a token per connection and request (${issued})`);
+  assert.equal(watch.events.filter((e) => e.type === 'CUSTOM' && e.name === 'auth.expired').length, 0, 'renewed before the gateway had to end it');
+  assert.ok(watch.states.filter((s) => s === 'live').length >= 2, `reconnected with fresh tokens: ${watch.states}`);
+  assertContiguous(watch.events, 'the refreshed watch');
+  assert.ok(textOf(watch.events, runId).length > 100);
+
+  // No token at all: the join goes offline with the gateway's 401, and does not retry forever.
+  const refused = record(new AiStreamClient({ baseUrl: gateway.url, transport: 'sse' }), sid);
+  await assert.rejects(refused.connection.ready, (error) => error.status === 401);
+  assert.equal(refused.connection.state.status, 'offline');
+});
+
+test('presence: two clients see each other join, type and leave', { timeout: 30_000 }, async (t) => {
+  const sid = sessionId('client-presence');
+  const ann = record(new AiStreamClient({ baseUrl: GATEWAY_URL, clientId: 'ann', name: 'Ann', transport: 'signalr' }), sid);
+  await ann.connection.ready;
+  const bob = record(new AiStreamClient({ baseUrl: GATEWAY_URL, clientId: 'bob', name: 'Bob', color: '#123456', transport: 'sse' }), sid);
+  t.after(() => { ann.connection.close(); bob.connection.close(); });
+  await bob.connection.ready;
+  await eventually('Ann to see Bob', () => ann.connection.presence.members.get('bob')?.color === '#123456');
+  await eventually('Bob to see Ann and himself', () => [...bob.connection.presence.members.keys()].sort().join() === 'ann,bob');
+
+  await bob.connection.setState({ typing: true });
+  await eventually('Ann to see Bob typing', () => ann.connection.presence.members.get('bob')?.state?.typing === true);
+  await ann.connection.setState({ viewing: 'msg-1' });
+  await eventually('Bob to see what Ann views', () => bob.connection.presence.members.get('ann')?.state?.viewing === 'msg-1');
+
+  bob.connection.close();
+  await eventually('Bob to leave', () => !ann.connection.presence.members.has('bob'), 10_000);
+  const leave = ann.events.find((e) => e.type === 'CUSTOM' && e.name === 'presence.leave' && e.value.id === 'bob');
+  assert.equal(leave.value.reason, 'left');
+});
+
+test('cancel: a run cancelled by one client ends as cancelled for every watcher', { timeout: 30_000 }, async (t) => {
+  const sid = sessionId('client-cancel');
+  const one = record(new AiStreamClient({ baseUrl: slow.url, transport: 'signalr' }), sid);
+  const two = record(new AiStreamClient({ baseUrl: slow.url, transport: 'sse' }), sid);
+  t.after(() => { one.connection.close(); two.connection.close(); });
+  await Promise.all([one.connection.ready, two.connection.ready]);
+  const runId = await one.connection.startRun({ messages: [{ role: 'user', content: 'Tell me about streaming gateways in detail' }] });
+  await eventually('text', () => textOf(two.events, runId).length > 10);
+  assert.equal(await one.connection.cancelRun(runId), 'cancelled');
+  for (const w of [one, two]) {
+    const end = await eventually('the end', () => w.events.find((e) => e.type === 'RUN_FINISHED' && e.runId === runId));
+    assert.deepEqual(end.outcome, { type: 'cancelled', reason: 'requested' });
+  }
+});
+
+test('the conversation model: a recorded agent trace folds to messages, tool calls with results, steps and state; a late joiner gets the same', { timeout: 30_000 }, async (t) => {
+  const sid = sessionId('client-fold');
+  const client = new AiStreamClient({ baseUrl: GATEWAY_URL });
+  const whole = record(client, sid);
+  t.after(() => whole.connection.close());
+  await whole.connection.ready;
+  const runId = await client.startRun(sid, { agent: 'researcher', messages: [{ role: 'user', content: 'What is 17 * 23? Write the answer to the findings.' }] });
+  await eventually('the run to end', () => whole.events.some((e) => e.type === 'RUN_FINISHED' && e.runId === runId));
+
+  // Every event has the shape the client's types declare.
+  const unknown = whole.events.filter((e) => !isSessionEvent(e));
+  assert.deepEqual(unknown, []);
+
+  const folded = new Conversation();
+  for (const e of whole.events) folded.apply(e);
+  const view = (c) => c.visibleMessages().map((m) => ({ role: m.role, content: m.content, tools: m.toolCalls.map((x) => `${x.name}(${x.args}) → ${x.result}`) }));
+  const shown = view(folded);
+  assert.equal(shown[0].role, 'user');
+  assert.match(shown.at(-1).content, /calculate gave 391/);
+  assert.deepEqual([...folded.toolCalls.values()].map((c) => `${c.name}(${c.args}) → ${c.result}`),
+    ['calculate({"expression":"17 * 23"}) → 391', 'write_state({"path":"/findings","value":"\\"391\\""}) → Set /findings to "391".']);
+  assert.deepEqual(folded.trace.filter((x) => x.kind === 'step').map((x) => `${x.name}:${x.finished}`),
+    ['model:1:true', 'tool:calculate:true', 'model:2:true', 'tool:write_state:true', 'model:3:true']);
+  assert.deepEqual(folded.state, { findings: '391' });
+  assert.equal(folded.lastOutcome, 'success');
+
+  // A late joiner folds the catch-up snapshot to the same conversation.
+  const late = record(new AiStreamClient({ baseUrl: GATEWAY_URL }), sid);
+  t.after(() => late.connection.close());
+  await late.connection.ready;
+  await eventually('the snapshot', () => late.events.some((e) => e.type === 'STATE_SNAPSHOT'));
+  const caughtUp = new Conversation();
+  for (const e of late.events) caughtUp.apply(e);
+  assert.deepEqual(view(caughtUp).filter((m) => m.content || m.tools.length), shown.filter((m) => m.content || m.tools.length));
+  assert.deepEqual(caughtUp.state, folded.state);
+});
+
+test('the client and the web app type-check (tsc --noEmit, strict)', { timeout: 60_000 }, async () => {
+  const { stdout, stderr } = await promisify(execFile)('npm', ['run', 'check', '--silent'], { cwd: CLIENTS }).catch((e) => e);
+  assert.equal(stderr.trim() + stdout.replace(/^>.*$/gm, '').trim(), '');
+});
+
+test('reconnection waits grow with full jitter and stay under the cap', () => {
+  // Imported lazily: a pure function of the client.
+  return import('../../src/clients/typescript/dist/index.js').then(({ backoff }) => {
+    const draws = Array.from({ length: 2000 }, () => backoff(6, { initialDelayMs: 250, maxDelayMs: 3000 }));
+    assert.ok(Math.max(...draws) < 3000 && Math.min(...draws) >= 0);
+    assert.ok(new Set(draws.map((d) => Math.floor(d / 300))).size >= 9, 'spread over the whole range');
+    assert.ok(Array.from({ length: 200 }, () => backoff(1, {})).every((d) => d < 250));
+    return sleep(0);
+  });
+});

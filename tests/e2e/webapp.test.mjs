@@ -22,6 +22,7 @@ async function person(browser, url, errors, viewport = { width: 1280, height: 80
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.on('pageerror', (error) => errors.push(error.message));
+  page.on('console', (message) => { if (/Content Security Policy/i.test(message.text())) errors.push(message.text()); });
   await page.goto(url);
   return page;
 }
@@ -249,7 +250,7 @@ test('accessibility (axe-core: no serious or critical violations, light and dark
   const axe = await readFile(AXE, 'utf8');
   for (const theme of ['light', 'dark']) {
     await page.evaluate((th) => { localStorage.setItem('aistream.theme', th); document.documentElement.dataset.theme = th; }, theme);
-    await page.addScriptTag({ content: axe });
+    await page.evaluate(axe); // through the DevTools protocol: the page's CSP refuses injected script tags
     const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
     const serious = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
       .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`);
@@ -260,7 +261,7 @@ test('accessibility (axe-core: no serious or critical violations, light and dark
   const phone = await person(browser, `${GATEWAY_URL}/#s=${sid}`, errors, { width: 390, height: 844 });
   await live(phone);
   await phone.evaluate(() => { document.documentElement.dataset.theme = 'dark'; });
-  await phone.addScriptTag({ content: axe });
+  await phone.evaluate(axe);
   const phoneResult = await phone.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
   assert.deepEqual(phoneResult.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
     .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`), [], 'phone width');
@@ -281,5 +282,10 @@ test('the page\'s files: the committed bundle is what the sources build, and fav
   for (const path of ['/favicon.ico', '/favicon.svg', '/app.js', '/app.css', '/theme.js']) {
     const response = await fetch(`${GATEWAY_URL}${path}`);
     assert.equal(response.status, 200, path);
+    assert.equal(response.headers.get('x-content-type-options'), 'nosniff', path);
   }
+  // The page may run only the gateway's own scripts: nothing a model writes can run in it.
+  const page = await fetch(`${GATEWAY_URL}/`);
+  assert.match(page.headers.get('content-security-policy'), /script-src 'self';/);
+  assert.doesNotMatch(await page.text(), /<script>/, 'no inline script (the policy would refuse it)');
 });

@@ -57,9 +57,8 @@ public static class AiStreamHosting
         app.UseStatusCodePages();
         // A foreign origin is refused before anything answers; listed ones get CORS.
         app.UseAiStreamOrigins();
-        // The demo page: public files only (it asks for a token when authentication is on).
-        app.UseDefaultFiles();
-        app.UseStaticFiles();
+        // The web app: public files only (it asks for a token when authentication is on), with a strict CSP.
+        app.UseAiStreamWebApp();
         // One front door: every transport below is an endpoint behind the same authentication and authorization.
         app.UseRouting();
         app.UseAuthentication();

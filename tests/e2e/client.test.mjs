@@ -3,6 +3,7 @@
 // cancel, the conversation model on a recorded agent trace, and its types checked with tsc --noEmit.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createServer, request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
@@ -86,6 +87,37 @@ for (const transport of ['sse', 'signalr']) {
   });
 }
 
+test('auto transport: behind a proxy that refuses WebSocket upgrades, the client joins over SSE instead', { timeout: 30_000 }, async (t) => {
+  // An HTTP reverse proxy that forwards requests (streamed both ways) but closes every WebSocket upgrade, as some
+  // corporate proxies do.
+  const target = new URL(GATEWAY_URL);
+  const proxy = createServer((req, res) => {
+    const upstream = request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    res.on('close', () => upstream.destroy()); // a watch the client closed must not stay open upstream
+    req.pipe(upstream);
+  });
+  proxy.on('upgrade', (req, socket) => socket.destroy());
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  t.after(() => { proxy.closeAllConnections(); proxy.close(); });
+  const sid = sessionId('client-auto');
+  const watch = record(new AiStreamClient({ baseUrl: `http://127.0.0.1:${proxy.address().port}` }), sid);
+  t.after(() => watch.connection.close());
+  await watch.connection.ready;
+  assert.equal(watch.connection.state.transport, 'sse');
+  const runId = await watch.connection.startRun({ messages: [{ role: 'user', content: 'hi' }] });
+  await eventually('the run', () => watch.events.some((e) => e.type === 'RUN_FINISHED' && e.runId === runId));
+
+  // Straight to the gateway, auto picks SignalR.
+  const direct = record(new AiStreamClient({ baseUrl: GATEWAY_URL }), sid);
+  t.after(() => direct.connection.close());
+  await direct.connection.ready;
+  assert.equal(direct.connection.state.transport, 'signalr');
+});
+
 test('token refresh: a watch outlives several short-lived tokens, renewed before each expiry, with no gap', { timeout: 60_000 }, async (t) => {
   const key = signingKey();
   const gateway = await startGateway({ AiStream__Auth__Jwt__SigningKey: key, AiStream__Providers__sim__TokensPerSecond: '10' });
@@ -125,6 +157,13 @@ test('presence: two clients see each other join, type and leave', { timeout: 30_
   await eventually('Ann to see Bob typing', () => ann.connection.presence.members.get('bob')?.state?.typing === true);
   await ann.connection.setState({ viewing: 'msg-1' });
   await eventually('Bob to see what Ann views', () => bob.connection.presence.members.get('ann')?.state?.viewing === 'msg-1');
+
+  // Publishing with an idempotency key: a retry appends nothing twice.
+  const seqs = await bob.connection.publish([{ type: 'CUSTOM', name: 'note.added', value: { text: 'hi' } }], { idempotencyKey: `k-${sid}` });
+  assert.deepEqual(await bob.connection.publish([{ type: 'CUSTOM', name: 'note.added', value: { text: 'hi' } }], { idempotencyKey: `k-${sid}` }), seqs);
+  await eventually('Ann to see the note once', () => ann.events.filter((e) => e.name === 'note.added').length === 1);
+  await sleep(300);
+  assert.deepEqual(ann.events.filter((e) => e.name === 'note.added').map((e) => e.seq), seqs);
 
   bob.connection.close();
   await eventually('Bob to leave', () => !ann.connection.presence.members.has('bob'), 10_000);
@@ -198,4 +237,28 @@ test('reconnection waits grow with full jitter and stay under the cap', () => {
     assert.ok(Array.from({ length: 200 }, () => backoff(1, {})).every((d) => d < 250));
     return sleep(0);
   });
+});
+
+test('the README\'s TypeScript quick start runs as written against a gateway', { timeout: 30_000 }, async () => {
+  const readme = await import('node:fs/promises').then((fs) => fs.readFile(new URL('../../README.md', import.meta.url), 'utf8'));
+  const block = readme.split('<!-- ts-quickstart -->')[1]?.match(/```ts\n([\s\S]*?)```/)?.[1];
+  assert.ok(block, 'README has the quick start block');
+  assert.ok(block.trim().split('\n').filter((l) => l.trim()).length <= 10, 'under ten lines');
+  // The package name resolves to the built client; localhost:5000 is this suite's gateway; render records what it gets.
+  const code = block
+    .replace("from '@aistream/client'", `from ${JSON.stringify(new URL('../../src/clients/typescript/dist/index.js', import.meta.url).href)}`)
+    .replace("'http://localhost:5000'", JSON.stringify(GATEWAY_URL))
+    .replace("client.join('demo'", `client.join(${JSON.stringify(sessionId('readme'))}`);
+  const rendered = [];
+  globalThis.render = (messages) => rendered.push(messages.map((m) => `${m.role}: ${m.content}`));
+  const module = `${code}\nexport { session, conversation };`;
+  const { session, conversation } = await import(`data:text/javascript,${encodeURIComponent(module)}`);
+  try {
+    await eventually('the answer', () => conversation.lastOutcome === 'success', 15_000);
+    assert.equal(conversation.visibleMessages()[0].content, 'Tell me about streaming');
+    assert.ok(rendered.length > 10, 'render was called as the answer streamed');
+  } finally {
+    session.close();
+    delete globalThis.render;
+  }
 });

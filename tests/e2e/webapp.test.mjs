@@ -289,3 +289,39 @@ test('the page\'s files: the committed bundle is what the sources build, and fav
   assert.match(page.headers.get('content-security-policy'), /script-src 'self';/);
   assert.doesNotMatch(await page.text(), /<script>/, 'no inline script (the policy would refuse it)');
 });
+
+test('hostile events (HTML and script in an answer, a member name, a tool call and the state) render as text: nothing runs', { timeout: 60_000 }, async (t) => {
+  const browser = await launchBrowser(t);
+  const errors = [];
+  const sid = sessionId('web-xss');
+  const page = await person(browser, `${GATEWAY_URL}/#s=${sid}`, errors);
+  await live(page);
+  const attack = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script><a href="javascript:window.pwned=3">link</a>';
+  const response = await fetch(`${GATEWAY_URL}/api/sessions/${sid}/events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify([
+      { type: 'TEXT_MESSAGE_START', messageId: 'm-x', role: 'assistant' },
+      { type: 'TEXT_MESSAGE_CONTENT', messageId: 'm-x', delta: `Hello ${attack}\n\n\`\`\`html\n${attack}\n\`\`\`` },
+      { type: 'TEXT_MESSAGE_END', messageId: 'm-x' },
+      { type: 'TOOL_CALL_START', toolCallId: 'c-x', toolCallName: attack, parentMessageId: 'm-x' },
+      { type: 'TOOL_CALL_ARGS', toolCallId: 'c-x', delta: attack },
+      { type: 'TOOL_CALL_END', toolCallId: 'c-x' },
+      { type: 'STATE_DELTA', delta: [{ op: 'add', path: '/x', value: attack }] },
+      { type: 'STEP_STARTED', stepName: attack },
+    ]),
+  });
+  assert.equal(response.status, 201);
+  const other = await person(browser, `${GATEWAY_URL}/#s=${sid}`, errors);
+  // A member whose name is markup: everyone sees it as text.
+  await other.evaluate((name) => localStorage.setItem('aistream.name', name), attack.slice(0, 60));
+  await other.reload();
+  await page.waitForFunction(() => [...document.querySelectorAll('#members .name')].some((n) => n.textContent.startsWith('<img')), null, { timeout: 10_000 });
+  await page.waitForFunction(() => document.querySelector('#messages li[data-id="m-x"] .content')?.textContent.includes('Hello'));
+  await page.waitForTimeout(500);
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
+  assert.equal(await page.$$eval('#messages img, #messages script, #trace img, #members img', (e) => e.length), 0);
+  assert.equal(await page.$eval('#messages li[data-id="m-x"] a', (a) => a.getAttribute('href')), null, 'javascript: links are dropped');
+  assert.ok((await page.textContent('#trace')).includes('<img src=x'), 'the step name and tool call are shown as text');
+  assert.deepEqual(errors, []);
+});

@@ -104,7 +104,7 @@ export class AiStreamClient {
     const attempts = options.idempotencyKey ? 4 : 1;
     for (let attempt = 1; ; attempt++) {
       try {
-        const body = await this.request('POST', `${sessionPath(sessionId)}/events`, { events }, headers);
+        const body = await this.request('POST', `${sessionPath(sessionId)}/events`, events, headers);
         return (body as { seqs: number[] }).seqs;
       } catch (error) {
         const retryable = !(error instanceof AiStreamError) || error.retryable;
@@ -169,7 +169,7 @@ export class SessionConnection {
   private readonly closed = new AbortController();
   private current: Connected | undefined;
   private snapshotAt: number | undefined;
-  private transport: TransportKind | 'auto';
+  private readonly transport: TransportKind | 'auto';
   private resolveReady!: () => void;
   private rejectReady!: (error: Error) => void;
 
@@ -230,14 +230,7 @@ export class SessionConnection {
       let failure: Error | undefined;
       let wasLive = false;
       try {
-        const kind = await this.pickTransport();
-        const opened = await (kind === 'signalr' ? openSignalR : openSse)({
-          client: this.client,
-          sessionId: this.sessionId,
-          after: this.lastSeq,
-          fetch: this.client.transportFetch,
-          onEvent: (e) => this.deliver(e),
-        });
+        const [kind, opened] = await this.open();
         if (this.closed.signal.aborted) {
           opened.close();
           break;
@@ -257,9 +250,6 @@ export class SessionConnection {
         }
       } catch (error) {
         failure = error instanceof Error ? error : new Error(String(error));
-        if (this.transport === 'auto' && !(failure instanceof AiStreamError)) {
-          this.transport = 'sse'; // WebSockets unavailable here (blocked by a proxy, or no WebSocket): SSE from now on
-        }
         if (failure instanceof AiStreamError && !failure.retryable) {
           if (failure.status === 401 && this.client.options.accessToken && !refreshed401) {
             refreshed401 = true; // the token may have just expired: try once more with a fresh one
@@ -279,11 +269,30 @@ export class SessionConnection {
     }
   }
 
-  private async pickTransport(): Promise<TransportKind> {
-    if (this.transport !== 'auto') return this.transport;
+  /**
+   * Opens the pinned transport, or in `auto` SignalR over WebSockets and, when that cannot connect for a reason other
+   * than the gateway's answer (a proxy refusing upgrades, no WebSocket), SSE in the same attempt. Each reconnection
+   * tries WebSockets first again.
+   */
+  private async open(): Promise<[TransportKind, Connected]> {
     // Browsers and Node 22+ have WebSocket; in Node 20 @microsoft/signalr brings its own (the ws package).
     const node = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string';
-    return typeof WebSocket !== 'undefined' || node ? 'signalr' : 'sse';
+    const kinds: TransportKind[] = this.transport !== 'auto' ? [this.transport]
+      : typeof WebSocket !== 'undefined' || node ? ['signalr', 'sse'] : ['sse'];
+    for (let i = 0; ; i++) {
+      const kind = kinds[i]!;
+      try {
+        return [kind, await (kind === 'signalr' ? openSignalR : openSse)({
+          client: this.client,
+          sessionId: this.sessionId,
+          after: this.lastSeq,
+          fetch: this.client.transportFetch,
+          onEvent: (e) => this.deliver(e),
+        })];
+      } catch (error) {
+        if (i + 1 >= kinds.length || error instanceof AiStreamError || this.closed.signal.aborted) throw error;
+      }
+    }
   }
 
   /** Reconnects (resuming) shortly before the token expires, so the gateway never has to end the stream. */

@@ -72,7 +72,8 @@ for (const transport of ['sse', 'signalr']) {
       const cutAt = Date.now();
       await eventually('reconnecting, then live again', () => {
         const since = cut.states.slice(seen);
-        return since.includes('reconnecting:1') && since.at(-1) === 'live';
+        // The first cut reconnects at once; the second, within seconds of it, after a short backoff (attempt 2).
+        return since.includes(`reconnecting:${i + 1}`) && since.at(-1) === 'live';
       }, 5000);
       assert.ok(Date.now() - cutAt < 5000, 'healed within 5 s');
     }
@@ -261,4 +262,62 @@ test('the README\'s TypeScript quick start runs as written against a gateway', {
     session.close();
     delete globalThis.render;
   }
+});
+
+test('a gateway without Redis restarts and forgets the session: the resuming client takes the new log from position 0 and misses nothing after it', { timeout: 60_000 }, async (t) => {
+  const gateway = await startGateway();
+  t.after(() => gateway.kill());
+  const sid = sessionId('client-reset');
+  for (const transport of ['sse', 'signalr']) {
+    const watch = record(new AiStreamClient({ baseUrl: gateway.url, transport, clientId: `w-${transport}`, maxDelayMs: 500 }), `${sid}-${transport}`);
+    t.after(() => watch.connection.close());
+    await watch.connection.ready;
+    await watch.connection.publish(Array.from({ length: 5 }, (_, i) => ({ type: 'CUSTOM', name: 'before', value: i })));
+    await eventually('the first five', () => watch.events.filter((e) => e.name === 'before').length === 5);
+    await gateway.kill();
+    await gateway.start();
+    await eventually('live again', () => watch.connection.state.status === 'live', 10_000);
+    await eventually('the fresh catch-up', () => watch.events.some((e) => e.type === 'MESSAGES_SNAPSHOT' && e.seq === 0));
+    const seqs = await watch.connection.publish([{ type: 'CUSTOM', name: 'after', value: 1 }]);
+    await eventually('the event published after the restart', () => watch.events.some((e) => e.name === 'after'), 5000);
+    assert.equal(watch.events.find((e) => e.name === 'after').seq, seqs[0]);
+    await eventually('its own join in the new log', () => watch.connection.presence.members.has(`w-${transport}`));
+  }
+});
+
+test('reconnection never loops: a token valid for 30 days is not renewed at once, and a server that closes every stream at once is backed off', { timeout: 30_000 }, async (t) => {
+  const key = signingKey();
+  const gateway = await startGateway({ AiStream__Auth__Jwt__SigningKey: key });
+  t.after(() => gateway.kill());
+  const long = record(new AiStreamClient({ baseUrl: gateway.url, transport: 'sse', accessToken: () => jwt(key, 'ann', { lifetimeSeconds: 30 * 24 * 3600 }) }), sessionId('client-long'));
+  t.after(() => long.connection.close());
+  await long.connection.ready;
+  await sleep(1500);
+  assert.deepEqual(long.states, ['live']);
+
+  // A server that answers every watch with an empty event stream (a draining node, a misbehaving proxy).
+  let opened = 0;
+  const server = createServer((req, res) => {
+    opened++;
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.end();
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => server.close());
+  const flapping = record(new AiStreamClient({ baseUrl: `http://127.0.0.1:${server.address().port}`, transport: 'sse', maxDelayMs: 1000 }), 'x');
+  await sleep(3000);
+  flapping.connection.close();
+  assert.ok(opened >= 3 && opened <= 15, `${opened} connections in 3 s`);
+  assert.ok(flapping.states.some((s) => s.startsWith('reconnecting:4')), flapping.states.join(','));
+});
+
+test('a JSON Patch reaching for __proto__, constructor or prototype does not apply', async () => {
+  const { applyPatch } = await import('../../src/clients/typescript/dist/index.js');
+  const state = { a: 1 };
+  for (const path of ['/__proto__/isAdmin', '/constructor/prototype/x', '/a/__proto__']) {
+    const after = applyPatch(state, [{ op: 'add', path, value: true }]);
+    assert.equal(after, state, path);
+    assert.equal({}.isAdmin, undefined);
+  }
+  assert.deepEqual(applyPatch(state, [{ op: 'add', path: '/b', value: 2 }]), { a: 1, b: 2 });
 });

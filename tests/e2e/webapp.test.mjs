@@ -18,8 +18,9 @@ const SHOTS = join(ROOT, 'tests/e2e/.results/screenshots');
 const AXE = join(ROOT, 'tests/e2e/node_modules/axe-core/axe.min.js');
 
 /** A page of its own browser context (its own storage: another person), with page errors collected. */
-async function person(browser, url, errors, viewport = { width: 1280, height: 800 }) {
+async function person(browser, url, errors, viewport = { width: 1280, height: 800 }, name = undefined) {
   const context = await browser.newContext({ viewport });
+  if (name) await context.addInitScript((n) => localStorage.setItem('aistream.name', n), name);
   const page = await context.newPage();
   page.on('pageerror', (error) => errors.push(error.message));
   page.on('console', (message) => { if (/Content Security Policy/i.test(message.text())) errors.push(message.text()); });
@@ -42,7 +43,7 @@ async function ask(page, text, mode) {
 
 test('two people in one session: the same words stream to both, each sees the other\'s avatar and typing; a late joiner ends with the same text', { timeout: 90_000 }, async (t) => {
   // A model slow enough that the third person really arrives mid-answer.
-  const gateway = await startGateway({ AiStream__Providers__sim__TokensPerSecond: '25' });
+  const gateway = await startGateway({ AiStream__Providers__sim__TokensPerSecond: '10' });
   t.after(() => gateway.kill());
   const browser = await launchBrowser(t);
   const errors = [];
@@ -76,7 +77,7 @@ test('two people in one session: the same words stream to both, each sees the ot
   // A third person opens the link mid-generation and catches up.
   await ann.waitForFunction(() => (document.querySelector('#messages li[data-role="assistant"] .content')?.textContent.length ?? 0) > 30);
   const late = await person(browser, `${gateway.url}/#s=${sid}`, errors);
-  await late.waitForSelector('#messages li[data-role="assistant"].streaming', { timeout: 5000 });
+  await late.waitForSelector('#messages li[data-role="assistant"].streaming', { timeout: 8000 });
   await Promise.all([lastAnswerDone(ann), lastAnswerDone(bob), lastAnswerDone(late)]);
   const [a, b, c] = [await answers(ann), await answers(bob), await answers(late)];
   assert.equal(a.length, 1);
@@ -102,8 +103,8 @@ test('the stop button (and Esc) cancels the run for everyone', { timeout: 60_000
     if (stopWith === 'button') await bob.click('#stop');
     else await bob.keyboard.press('Escape');
     for (const page of [ann, bob]) {
-      await page.waitForFunction(() => window.aistream.conversation.lastOutcome === 'cancelled', null, { timeout: 10_000 });
-      assert.equal(await page.isDisabled('#stop'), true);
+      await page.waitForFunction(() => window.aistream.conversation.lastOutcome === 'cancelled' && document.getElementById('stop').disabled,
+        null, { timeout: 10_000 });
     }
   }
   assert.deepEqual(await answers(ann), await answers(bob));
@@ -295,6 +296,19 @@ test('hostile events (HTML and script in an answer, a member name, a tool call a
   const errors = [];
   const sid = sessionId('web-xss');
   const page = await person(browser, `${GATEWAY_URL}/#s=${sid}`, errors);
+  // Every element that ever enters the page's document with an on* attribute (none may).
+  await page.evaluate(() => {
+    window.handlers = [];
+    new MutationObserver((records) => {
+      for (const r of records) {
+        for (const node of [r.target, ...r.addedNodes]) {
+          for (const el of node.nodeType === 1 ? [node, ...node.querySelectorAll('*')] : []) {
+            for (const a of el.attributes) if (a.name.startsWith('on')) window.handlers.push(`${el.tagName} ${a.name}`);
+          }
+        }
+      }
+    }).observe(document, { subtree: true, childList: true, attributes: true });
+  });
   await live(page);
   const attack = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script><a href="javascript:window.pwned=3">link</a>';
   const response = await fetch(`${GATEWAY_URL}/api/sessions/${sid}/events`, {
@@ -312,16 +326,71 @@ test('hostile events (HTML and script in an answer, a member name, a tool call a
     ]),
   });
   assert.equal(response.status, 201);
-  const other = await person(browser, `${GATEWAY_URL}/#s=${sid}`, errors);
   // A member whose name is markup: everyone sees it as text.
-  await other.evaluate((name) => localStorage.setItem('aistream.name', name), attack.slice(0, 60));
-  await other.reload();
+  await person(browser, `${GATEWAY_URL}/#s=${sid}`, errors, undefined, attack.slice(0, 60));
   await page.waitForFunction(() => [...document.querySelectorAll('#members .name')].some((n) => n.textContent.startsWith('<img')), null, { timeout: 10_000 });
   await page.waitForFunction(() => document.querySelector('#messages li[data-id="m-x"] .content')?.textContent.includes('Hello'));
   await page.waitForTimeout(500);
   assert.equal(await page.evaluate(() => window.pwned), undefined);
+  assert.deepEqual(await page.evaluate(() => window.handlers), [], 'no element with an inline handler ever entered the page');
   assert.equal(await page.$$eval('#messages img, #messages script, #trace img, #members img', (e) => e.length), 0);
   assert.equal(await page.$eval('#messages li[data-id="m-x"] a', (a) => a.getAttribute('href')), null, 'javascript: links are dropped');
   assert.ok((await page.textContent('#trace')).includes('<img src=x'), 'the step name and tool call are shown as text');
+  // Chromium sometimes reports the policy refusing an inline handler while the sanitiser parses the markup in its
+  // detached document: nothing reached the page (checked above), so only other errors count here.
+  assert.deepEqual(errors.filter((e) => !/Executing inline event handler violates/.test(e)), []);
+});
+
+test('published Markdown cannot take over the page\'s own elements (ids are prefixed): sending still works', { timeout: 60_000 }, async (t) => {
+  const browser = await launchBrowser(t);
+  const errors = [];
+  const sid = sessionId('web-clobber');
+  const page = await person(browser, `${GATEWAY_URL}/#s=${sid}`, errors);
+  await live(page);
+  const html = ['composer-text', 'stop', 'notice', 'mode', 'signin-token', 'badge'].map((id) => `<div id="${id}" name="${id}">x</div>`).join('');
+  const response = await fetch(`${GATEWAY_URL}/api/sessions/${sid}/events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify([{ type: 'TEXT_MESSAGE_START', messageId: 'm-c', role: 'assistant' },
+      { type: 'TEXT_MESSAGE_CONTENT', messageId: 'm-c', delta: `Look: ${html}` }, { type: 'TEXT_MESSAGE_END', messageId: 'm-c' }]),
+  });
+  assert.equal(response.status, 201);
+  await page.waitForSelector('#messages li[data-id="m-c"] [id="user-content-composer-text"]', { state: 'attached' });
+  assert.equal(await page.$$eval('[id="composer-text"]', (e) => e.length), 1, 'only the page\'s own element has the id');
+  await ask(page, 'Still works?');
+  await lastAnswerDone(page, 2);
+  assert.deepEqual(errors, []);
+});
+
+test('the view follows a streaming answer unless the reader scrolled up (then "Jump to latest"); Shift+Enter adds a line', { timeout: 60_000 }, async (t) => {
+  const gateway = await startGateway({ AiStream__Providers__sim__TokensPerSecond: '40' });
+  t.after(() => gateway.kill());
+  const browser = await launchBrowser(t);
+  const errors = [];
+  const sid = sessionId('web-scroll');
+  const page = await person(browser, `${gateway.url}/#s=${sid}`, errors, { width: 900, height: 520 });
+  await live(page);
+  const atBottom = () => page.$eval('#scroller', (s) => s.scrollHeight - s.scrollTop - s.clientHeight < 48);
+  for (let i = 1; i <= 3; i++) {
+    await ask(page, `Question ${i}: tell me about streaming`);
+    await lastAnswerDone(page, i);
+    assert.ok(await atBottom(), `following answer ${i}`);
+  }
+  // The reader scrolls up to read; the next answer streams without moving the view.
+  await page.$eval('#scroller', (s) => { s.scrollTop = 0; s.dispatchEvent(new Event('scroll')); });
+  await ask(page, 'Question 4: tell me about streaming');
+  await page.waitForSelector('#jump:not([hidden])', { timeout: 10_000 });
+  assert.equal(await page.$eval('#scroller', (s) => s.scrollTop), 0);
+  await lastAnswerDone(page, 4);
+  await page.click('#jump');
+  assert.ok(await atBottom());
+  assert.equal(await page.isHidden('#jump'), true);
+
+  // Shift+Enter is a new line, not a send.
+  await page.fill('#composer-text', 'line one');
+  await page.press('#composer-text', 'Shift+Enter');
+  await page.type('#composer-text', 'line two');
+  assert.equal(await page.inputValue('#composer-text'), 'line one\nline two');
+  assert.equal((await answers(page)).length, 4);
   assert.deepEqual(errors, []);
 });

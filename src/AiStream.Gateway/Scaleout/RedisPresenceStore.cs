@@ -237,15 +237,7 @@ internal sealed partial class RedisPresenceStore(
             var reply = (RedisResult[])result!;
             if (reply.Length == 4 && (long)reply[2] is var first and > 0 && sessions.Scripted.Listening)
             {
-                // What the script logged is reported here, once, by the node that ran it (webhooks).
-                var logged = (RedisResult[])reply[3]!;
-                var events = new JsonObject[logged.Length];
-                for (var i = 0; i < logged.Length; i++)
-                {
-                    events[i] = (JsonObject)JsonNode.Parse((string)logged[i]!)!;
-                }
-
-                sessions.Scripted.Report(sessionId, first, events);
+                Report(sessionId, first, (RedisResult[])reply[3]!);
             }
 
             // The script answers when the session next needs a sweep; remember it where every node looks.
@@ -266,6 +258,28 @@ internal sealed partial class RedisPresenceStore(
             // The next renewal after Redis is back restores this node's connections (and any joins).
             Log.Unavailable(logger, sessionId, ex.Message);
             return null;
+        }
+    }
+
+    /// <summary>
+    /// Reports what a presence script logged, once, from the node that ran it (webhooks). The change is already in
+    /// Redis, so a failure here is logged and never fails the caller.
+    /// </summary>
+    private void Report(string sessionId, long first, RedisResult[] logged)
+    {
+        try
+        {
+            var events = new JsonObject[logged.Length];
+            for (var i = 0; i < logged.Length; i++)
+            {
+                events[i] = (JsonObject)JsonNode.Parse((string)logged[i]!)!;
+            }
+
+            sessions.Scripted.Report(sessionId, first, events);
+        }
+        catch (Exception ex) when (ex is JsonException or InvalidCastException or InvalidOperationException)
+        {
+            Log.NotReported(logger, sessionId, ex);
         }
     }
 
@@ -319,5 +333,8 @@ internal sealed partial class RedisPresenceStore(
     {
         [LoggerMessage(EventId = 8201, Level = LogLevel.Warning, Message = "Presence of session {SessionId} not updated in Redis ({Reason}); the next renewal restores it")]
         public static partial void Unavailable(ILogger logger, string sessionId, string reason);
+
+        [LoggerMessage(EventId = 8202, Level = LogLevel.Error, Message = "Presence events of session {SessionId} were logged but could not be reported to webhooks")]
+        public static partial void NotReported(ILogger logger, string sessionId, Exception exception);
     }
 }

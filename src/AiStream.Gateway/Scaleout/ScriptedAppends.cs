@@ -23,6 +23,8 @@ internal sealed class ScriptedAppends(ISessionEventSink[] sinks)
         var appended = new (long, JsonObject)[events.Count];
         for (var i = 0; i < events.Count; i++)
         {
+            // As the log holds it (the script spliced the position into the stored body).
+            events[i]["seq"] = first + i;
             appended[i] = (first + i, events[i]);
         }
 

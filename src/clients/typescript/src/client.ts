@@ -226,6 +226,7 @@ export class SessionConnection {
   private async run(): Promise<void> {
     let attempt = 0;
     let refreshed401 = false;
+    let liveAt = 0;
     while (!this.closed.signal.aborted) {
       let failure: Error | undefined;
       let wasLive = false;
@@ -237,8 +238,8 @@ export class SessionConnection {
         }
         this.current = opened;
         wasLive = true;
-        attempt = 0;
         refreshed401 = false;
+        liveAt = Date.now();
         this.setState_({ status: 'live', attempt: 0, transport: kind, error: undefined });
         this.resolveReady();
         const renew = this.scheduleRenewal(opened);
@@ -261,6 +262,9 @@ export class SessionConnection {
         }
       }
       if (this.closed.signal.aborted) break;
+      // Only a connection that stayed up a while starts the count again: one that keeps ending at once (a draining
+      // node, a proxy closing it) backs off like any failure instead of reconnecting in a loop.
+      if (wasLive && Date.now() - liveAt >= STABLE_MS) attempt = 0;
       attempt++;
       this.setState_({ status: 'reconnecting', attempt, transport: undefined, error: failure });
       // A clean end of a live connection (a planned renewal, a server restart's goodbye) reconnects at once.
@@ -301,16 +305,29 @@ export class SessionConnection {
     if (!expiresAt) return undefined;
     const lifetime = expiresAt - Date.now();
     const before = Math.min(this.client.options.refreshBeforeExpiryMs ?? 30_000, lifetime / 10);
-    return setTimeout(() => opened.close(), Math.max(0, lifetime - before));
+    const due = lifetime - before;
+    // A token already inside its renewal margin (the caller gave an old one again) is not renewed in a loop: the
+    // gateway ends the stream at expiry and the reconnection asks for a fresh token. A timer past 2^31-1 ms would
+    // fire at once, so a token valid for weeks is renewed by a later connection instead.
+    if (due < MIN_RENEWAL_MS || due > MAX_TIMER_MS) return undefined;
+    return setTimeout(() => opened.close(), due);
   }
 
   private deliver(e: SessionEvent): void {
+    if (e.type === 'MESSAGES_SNAPSHOT') {
+      this.snapshotAt = e.seq;
+      // A catch-up replaces everything before it. One behind the last position means the session's log was reset
+      // (a gateway without Redis restarted, or the session expired): positions start again from it.
+      if (this.lastSeq !== undefined && e.seq < this.lastSeq) this.lastSeq = Math.max(0, e.seq);
+    }
     if (typeof e.seq !== 'number' || e.seq <= 0) {
-      // A notice with no position (auth.expired before the gateway closes the stream): resume is unchanged.
+      // No position: a notice (auth.expired before the gateway closes the stream), or the catch-up of an empty
+      // session. Delivered as it is; the resume position is unchanged.
+      const changed = this.presence.apply(e);
       this.options.onEvent?.(e);
+      if (changed) this.options.onPresence?.(this.presence);
       return;
     }
-    if (e.type === 'MESSAGES_SNAPSHOT') this.snapshotAt = e.seq;
     if (this.lastSeq !== undefined && e.seq <= this.lastSeq && e.seq !== this.snapshotAt) return; // already delivered
     this.lastSeq = e.seq;
     const presenceChanged = this.presence.apply(e);
@@ -324,6 +341,12 @@ export class SessionConnection {
     if (!same) this.options.onState?.(state);
   }
 }
+
+/** How long a connection must stay up before a drop counts as a first failure again. */
+const STABLE_MS = 5000;
+/** The earliest a token renewal reconnects, and the longest timer JavaScript keeps (2^31-1 ms). */
+const MIN_RENEWAL_MS = 1000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function sessionPath(sessionId: string): string {
   return `/api/sessions/${encodeURIComponent(sessionId)}`;

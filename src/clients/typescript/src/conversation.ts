@@ -35,8 +35,10 @@ export type TraceItem =
 export class Conversation {
   readonly messages: Message[] = [];
   readonly toolCalls = new Map<string, ToolCall>();
-  /** The active (or last) run's trace. */
+  /** The active (or last) run's trace: its latest `MAX_TRACE` items. */
   readonly trace: TraceItem[] = [];
+  /** Grows whenever the trace or the state changed, so a view redraws them only then. */
+  revision = 0;
   state: unknown = {};
   activeRunId: string | undefined;
   /** `code: message` of the last run that failed, until the next run starts. */
@@ -46,6 +48,14 @@ export class Conversation {
   private readonly byId = new Map<string, Message>();
 
   apply(e: SessionEvent): void {
+    const traced = this.trace.length;
+    this.fold(e);
+    if (e.type !== 'TEXT_MESSAGE_CONTENT') this.revision++;
+    if (this.trace.length > MAX_TRACE) this.trace.splice(0, this.trace.length - MAX_TRACE);
+    else if (this.trace.length !== traced) this.revision++;
+  }
+
+  private fold(e: SessionEvent): void {
     switch (e.type) {
       case 'MESSAGES_SNAPSHOT':
         this.reset(e.messages);
@@ -193,10 +203,18 @@ export function applyPatch(target: unknown, patch: JsonPatchOperation[]): unknow
   }
 }
 
+/** The most trace items kept (a run with thousands of steps, or a flood of published state changes, stays bounded). */
+const MAX_TRACE = 500;
+
+// Keys that would reach an object's prototype machinery rather than plain data: a patch using them does not apply.
+const unsafeKeys = new Set(['__proto__', 'constructor', 'prototype']);
+
 const tokens = (path: string) => {
   if (path === '') return [];
   if (!path.startsWith('/')) throw new Error('bad pointer');
-  return path.slice(1).split('/').map((t) => t.replace(/~1/g, '/').replace(/~0/g, '~'));
+  const parts = path.slice(1).split('/').map((t) => t.replace(/~1/g, '/').replace(/~0/g, '~'));
+  if (parts.some((p) => unsafeKeys.has(p))) throw new Error('unsafe key');
+  return parts;
 };
 
 type Container = Record<string, unknown> | unknown[];

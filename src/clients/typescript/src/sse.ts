@@ -6,6 +6,12 @@
 /** One dispatched SSE message, or a comment line (the gateway's `: disconnected: …` notice). */
 export type SseItem = { kind: 'message'; id: string | undefined; data: string } | { kind: 'comment'; text: string };
 
+/**
+ * The most one message may hold (a catch-up snapshot of a long session is the largest the gateway sends): past it the
+ * connection is treated as broken and reopened, instead of buffering without bound.
+ */
+const MAX_MESSAGE_CHARS = 64 * 1024 * 1024;
+
 /** Reads `body` to its end, yielding each message as it completes. Stops early when `signal` aborts. */
 export async function* readSse(body: ReadableStream<Uint8Array>, signal: AbortSignal): AsyncGenerator<SseItem> {
   const reader = body.getReader();
@@ -13,6 +19,8 @@ export async function* readSse(body: ReadableStream<Uint8Array>, signal: AbortSi
   let buffer = '';
   let data: string[] = [];
   let id: string | undefined;
+  let scanned = 0; // how much of the buffer is known to hold no line end: each chunk is scanned once
+  let size = 0; // the characters of the message being read
   const abort = () => void reader.cancel().catch(() => {});
   signal.addEventListener('abort', abort, { once: true });
   try {
@@ -21,7 +29,8 @@ export async function* readSse(body: ReadableStream<Uint8Array>, signal: AbortSi
       if (done) break;
       buffer += decoder.decode(value, { stream: true });
       let start = 0;
-      for (let i = 0; i < buffer.length; i++) {
+      let i = scanned;
+      for (; i < buffer.length; i++) {
         const c = buffer.charCodeAt(i);
         if (c !== 10 && c !== 13) continue;
         // A CR LF pair is one line end; a lone CR at the buffer's end waits for the next chunk.
@@ -33,8 +42,11 @@ export async function* readSse(body: ReadableStream<Uint8Array>, signal: AbortSi
           if (data.length > 0) yield { kind: 'message', id, data: data.join('\n') };
           data = [];
           id = undefined;
+          size = 0;
           continue;
         }
+        size += line.length;
+        if (size > MAX_MESSAGE_CHARS) throw new Error(`an SSE message over ${MAX_MESSAGE_CHARS} characters`);
         if (line.startsWith(':')) {
           yield { kind: 'comment', text: line.slice(1).trimStart() };
           continue;
@@ -47,6 +59,8 @@ export async function* readSse(body: ReadableStream<Uint8Array>, signal: AbortSi
         else if (field === 'id' && !value.includes('\0')) id = value;
       }
       buffer = buffer.slice(start);
+      scanned = Math.max(0, i - start);
+      if (buffer.length > MAX_MESSAGE_CHARS) throw new Error(`an SSE line over ${MAX_MESSAGE_CHARS} characters`);
     }
   } finally {
     signal.removeEventListener('abort', abort);

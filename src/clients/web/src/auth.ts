@@ -11,9 +11,28 @@ export interface Who {
   subject: string | undefined;
 }
 
-export function takeTokenFromFragment(params: URLSearchParams): void {
-  const token = params.get('token') ?? params.get('access_token');
-  if (token) sessionStorage.setItem(KEY, token);
+/**
+ * Takes `token=` (or `access_token=`) from the fragment, read raw so a `+` in an API key stays a `+`. A link that would
+ * replace a different token this tab is signed in with asks first: a link must not silently sign someone in as
+ * somebody else.
+ */
+export function takeTokenFromFragment(fragment: string): boolean {
+  const pair = fragment.split('&').find((p) => p.startsWith('token=') || p.startsWith('access_token='));
+  if (!pair) return false;
+  let token: string;
+  try {
+    token = decodeURIComponent(pair.slice(pair.indexOf('=') + 1)).trim();
+  } catch {
+    return true;
+  }
+  const current = currentToken();
+  if (!token || token === current) return true;
+  if (current) {
+    const next = whoIs(token)?.name ?? 'another identity';
+    if (!confirm(`This link signs you in as ${next}, replacing ${whoIs(current)?.name ?? 'your current sign-in'}. Continue?`)) return true;
+  }
+  sessionStorage.setItem(KEY, token);
+  return true;
 }
 
 export function currentToken(): string | undefined {

@@ -25,10 +25,9 @@ function parseFragment(): string | undefined {
   const hash = location.hash.slice(1);
   if (!hash) return undefined;
   const params = new URLSearchParams(hash.includes('=') ? hash : `s=${hash}`);
-  takeTokenFromFragment(params);
   const id = params.get('s') ?? undefined;
   // The token never stays in the address bar (or in a link copied from it).
-  if (params.has('token') || params.has('access_token')) history.replaceState(null, '', id ? `#s=${encodeURIComponent(id)}` : location.pathname);
+  if (takeTokenFromFragment(hash)) history.replaceState(null, '', id ? `#s=${encodeURIComponent(id)}` : location.pathname);
   return id && /^[A-Za-z0-9._:-]{1,128}$/.test(id) ? id : undefined;
 }
 

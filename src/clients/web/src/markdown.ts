@@ -44,7 +44,14 @@ export function renderMarkdown(text: string, streaming: boolean): string {
   let source = text;
   if (streaming && (source.match(/^```/gm)?.length ?? 0) % 2 === 1) source += '\n```';
   const html = marked.parse(source, { async: false });
-  return DOMPurify.sanitize(html, { USE_PROFILES: { html: true }, FORBID_TAGS: ['style', 'form', 'input', 'button', 'img'] });
+  // SANITIZE_NAMED_PROPS prefixes ids and names ("user-content-"), so published content cannot take over the ids
+  // the page looks its own elements up by (DOM clobbering).
+  return DOMPurify.sanitize(html, {
+    USE_PROFILES: { html: true },
+    FORBID_TAGS: ['style', 'form', 'input', 'button', 'img', 'textarea', 'select', 'dialog'],
+    FORBID_ATTR: ['style'],
+    SANITIZE_NAMED_PROPS: true,
+  });
 }
 
 export function escapeHtml(text: string): string {

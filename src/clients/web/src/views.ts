@@ -98,8 +98,12 @@ export class ChatView {
 
   private fill(entry: { li: HTMLLIElement; body: HTMLDivElement; tools: HTMLUListElement }, m: Message): void {
     entry.li.classList.toggle('streaming', m.streaming);
-    if (m.role === 'user') entry.body.textContent = m.content;
-    else entry.body.innerHTML = renderMarkdown(m.content, m.streaming);
+    // Markdown is rendered again on each frame while a message streams: past a size where that would stall the page,
+    // the text is shown plain while it streams, and as Markdown once (below a hard cap) when it is complete.
+    const markdown = m.role !== 'user' && m.content.length <= (m.streaming ? STREAMING_MARKDOWN_CHARS : MAX_MARKDOWN_CHARS);
+    if (markdown) entry.body.innerHTML = renderMarkdown(m.content, m.streaming);
+    else entry.body.textContent = m.content;
+    entry.body.classList.toggle('plain', !markdown && m.role !== 'user');
     entry.tools.replaceChildren(...m.toolCalls.map((c) => {
       const chip = el('li', `chip${c.error ? ' failed' : ''}`, `${c.name}(${c.args})${c.result === undefined ? '' : ` → ${c.result}`}`);
       return chip;
@@ -142,8 +146,15 @@ function activity(m: Member): string {
   return state.typing === true ? 'typing…' : '';
 }
 
+const STREAMING_MARKDOWN_CHARS = 32 * 1024;
+const MAX_MARKDOWN_CHARS = 512 * 1024;
+
+let drawnTrace: { conversation: Conversation; revision: number } | undefined;
+
 /** The current run's steps, reasoning, tool calls (arguments streaming in, then results) and state changes. */
 export function renderTrace(conversation: Conversation): void {
+  if (drawnTrace?.conversation === conversation && drawnTrace.revision === conversation.revision) return;
+  drawnTrace = { conversation, revision: conversation.revision };
   const list = $<HTMLOListElement>('trace');
   list.replaceChildren(...conversation.trace.map((item) => traceItem(item, conversation)));
   $('trace-empty').hidden = conversation.trace.length > 0;

@@ -1,4 +1,4 @@
-import type { SessionEvent } from './events.js';
+import type { Member, SessionEvent } from './events.js';
 import { Presence } from './presence.js';
 import { type TransportKind, type Connected, openSse, openSignalR, AiStreamError } from './transport.js';
 
@@ -120,8 +120,8 @@ export class AiStreamClient {
   }
 
   /** Everyone present in the session now (the first `limit`). */
-  async presence(sessionId: string, limit = 100): Promise<{ members: import('./events.js').Member[]; total: number }> {
-    return (await this.request('GET', `${sessionPath(sessionId)}/presence?limit=${limit}`)) as never;
+  async presence(sessionId: string, limit = 100): Promise<{ members: Member[]; total: number }> {
+    return (await this.request('GET', `${sessionPath(sessionId)}/presence?limit=${limit}`)) as { members: Member[]; total: number };
   }
 
   /** A gateway JSON call with the current token; a problem response becomes an `AiStreamError`. */

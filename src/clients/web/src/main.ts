@@ -85,8 +85,10 @@ function draw(): void {
   });
 }
 
+/** This person's member id: the token's subject when signed in, else the browser's client id. */
 function me(): string | undefined {
-  return authRequired ? whoIs(currentToken())?.subject : identity.clientId;
+  const token = currentToken();
+  return token ? whoIs(token)?.subject : identity.clientId;
 }
 
 function onState(state: ConnectionState): void {

@@ -20,10 +20,14 @@ namespace AiStream.Gateway.Scaleout;
 internal sealed partial class RedisConnectionSlots(
     RedisConnection redis, IOptions<ScaleoutOptions> options, TimeProvider time, ILogger<RedisConnectionSlots> logger) : ISharedConnectionSlots
 {
-    // KEYS[1] the leases; ARGV lease, limit, now ms, lapse ms. 1 when taken.
+    // KEYS[1] the leases; ARGV lease, limit, now ms, lapse ms. 1 when taken. The lease itself is not counted: a renewal
+    // that ran after the take put it in this node's held set (before this round trip) has written it already, and
+    // counting it refused the only connection of a caller whose limit is 1 (seen under load in RedisLimitsTests).
     private const string TakeScript = """
         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-        if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+        local count = redis.call('ZCARD', KEYS[1])
+        if redis.call('ZSCORE', KEYS[1], ARGV[1]) then count = count - 1 end
+        if count >= tonumber(ARGV[2]) then return 0 end
         redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
         if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) - tonumber(ARGV[3]) then redis.call('PEXPIREAT', KEYS[1], ARGV[4]) end
         return 1

@@ -321,3 +321,11 @@ test('a JSON Patch reaching for __proto__, constructor or prototype does not app
   }
   assert.deepEqual(applyPatch(state, [{ op: 'add', path: '/b', value: 2 }]), { a: 1, b: 2 });
 });
+
+test('jwtClaims reads a token\'s payload as UTF-8 (names like "Zoë"), and undefined for an API key', async () => {
+  const { jwtClaims, jwtExpiry } = await import('../../src/clients/typescript/dist/index.js');
+  const token = jwt(signingKey(), 'zoe', { name: 'Zoë Ünal', lifetimeSeconds: 60 });
+  assert.equal(jwtClaims(token).name, 'Zoë Ünal');
+  assert.ok(Math.abs(jwtExpiry(token) - (Date.now() + 60_000)) < 2000);
+  assert.equal(jwtClaims('sk-an-api-key'), undefined);
+});

@@ -68,17 +68,24 @@ function identityQuery(args: OpenArgs): URLSearchParams {
   return query;
 }
 
-/** The `exp` of a JWT in ms since the epoch, or undefined (an API key, or no `exp`). */
-export function jwtExpiry(token: string | undefined): number | undefined {
+/** The claims of a JWT's payload (not verified: the gateway verifies), or undefined for an API key or garbage. */
+export function jwtClaims(token: string | undefined): Record<string, unknown> | undefined {
   const payload = token?.split('.')[1];
   if (!payload) return undefined;
   try {
-    const json = atob(payload.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(payload.length / 4) * 4, '='));
-    const exp = (JSON.parse(json) as { exp?: unknown }).exp;
-    return typeof exp === 'number' ? exp * 1000 : undefined;
+    const binary = atob(payload.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(payload.length / 4) * 4, '='));
+    // The payload is UTF-8 (a name like "Zoë"), not Latin-1 as atob's result reads.
+    const claims: unknown = JSON.parse(new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0))));
+    return typeof claims === 'object' && claims !== null ? (claims as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** The `exp` of a JWT in ms since the epoch, or undefined (an API key, or no `exp`). */
+export function jwtExpiry(token: string | undefined): number | undefined {
+  const exp = jwtClaims(token)?.exp;
+  return typeof exp === 'number' ? exp * 1000 : undefined;
 }
 
 /** SSE over fetch: the token in the Authorization header, the position in Last-Event-ID. */

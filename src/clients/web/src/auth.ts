@@ -2,7 +2,7 @@
 // once so a shared link never carries it), from the sign-in dialog, or from the host page (window.aistream.setToken,
 // e.g. after its own login refreshed it). Kept in sessionStorage: per tab, gone when the tab closes.
 
-import { jwtExpiry } from '@aistream/client';
+import { jwtClaims, jwtExpiry } from '@aistream/client';
 
 const KEY = 'aistream.token';
 
@@ -55,13 +55,8 @@ export function isExpired(token: string | undefined): boolean {
 
 /** Who a JWT says the caller is (its `name`, else `sub`); undefined for an API key. */
 export function whoIs(token: string | undefined): Who | undefined {
-  const payload = token?.split('.')[1];
-  if (!payload) return undefined;
-  try {
-    const json = JSON.parse(atob(payload.replace(/-/g, '+').replace(/_/g, '/'))) as { name?: unknown; sub?: unknown };
-    const subject = typeof json.sub === 'string' ? json.sub : undefined;
-    return { name: typeof json.name === 'string' ? json.name : subject ?? 'signed in', subject };
-  } catch {
-    return undefined;
-  }
+  const claims = jwtClaims(token);
+  if (!claims) return undefined;
+  const subject = typeof claims.sub === 'string' ? claims.sub : undefined;
+  return { name: typeof claims.name === 'string' ? claims.name : subject ?? 'signed in', subject };
 }

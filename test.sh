@@ -79,4 +79,23 @@ ef="${ef:-1}"
 if [ "$e2e_status" -ne 0 ] && [ "$ef" -eq 0 ]; then ef=1; fi
 passed=$((passed + ${ep:-0})); failed=$((failed + ef)); skipped=$((skipped + ${es:-0}))
 
+# Name every failed .NET test (and the first line of its message) right above the summary (node's test runner
+# already lists its failures at its end), so the tail of a CI log says
+# which test failed without the whole log.
+list_failures() {
+  local file
+  for file in "$RESULTS"/*.trx; do
+    python3 - "$file" <<'PY' 2>/dev/null || true
+import sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+for r in ET.parse(sys.argv[1]).getroot().iterfind(".//t:UnitTestResult", ns):
+    if r.get("outcome") not in ("Passed", "NotExecuted"):
+        message = r.find(".//t:Message", ns)
+        first = (message.text or "").strip().splitlines()[0][:300] if message is not None and message.text else ""
+        print(f"FAILED {r.get('testName')}: {first}")
+PY
+  done
+}
+[ "$failed" -gt 0 ] && list_failures
+
 summary_and_exit "$passed" "$failed" "$skipped"

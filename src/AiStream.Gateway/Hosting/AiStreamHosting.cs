@@ -1,4 +1,5 @@
 using AiStream.Gateway.Agents;
+using AiStream.Gateway.AiSdk;
 using AiStream.Gateway.Api;
 using AiStream.Gateway.Completions;
 using AiStream.Gateway.Diagnostics;
@@ -72,6 +73,7 @@ public static class AiStreamHosting
         app.MapAgents();
         app.MapWebhooks();
         app.MapAiStreamTransports();
+        app.MapAiSdk();
         return app;
     }
 }

@@ -6,7 +6,14 @@ namespace AiStream.Gateway.Sessions;
 /// <param name="Events">Events to deliver before the live tail, in order.</param>
 /// <param name="HeadSeq">The log head when the subscriber was registered; live events follow it.</param>
 /// <param name="IsSnapshot">True when <paramref name="Events"/> is a synthesized catch-up rather than a replay.</param>
-internal sealed record SubscribeResult(IReadOnlyList<SessionEvent> Events, long HeadSeq, bool IsSnapshot);
+internal sealed record SubscribeResult(IReadOnlyList<SessionEvent> Events, long HeadSeq, bool IsSnapshot)
+{
+    /// <summary>
+    /// For a subscriber that follows the active run (<see cref="Subscriber.FollowsActiveRun"/>): the run it follows, or
+    /// null when the session has no run in progress (the subscriber was then not registered).
+    /// </summary>
+    public string? Run { get; init; }
+}
 
 /// <summary>The outcome of an append.</summary>
 /// <param name="Events">The appended events with their positions.</param>
@@ -34,6 +41,8 @@ internal interface ISessionStore
     /// <summary>
     /// Registers <paramref name="subscriber"/> and returns what it must see first: the events after
     /// <paramref name="afterSeq"/> when the log still has them (and they are few enough), else a catch-up snapshot.
+    /// A subscriber that <see cref="Subscriber.FollowsActiveRun"/> gets the newest active run's events from its start
+    /// instead (see <see cref="SubscribeResult.Run"/>).
     /// </summary>
     ValueTask<SubscribeResult> SubscribeAsync(string sessionId, long? afterSeq, Subscriber subscriber, CancellationToken cancellationToken);
 

@@ -26,6 +26,11 @@ internal sealed partial class RunManager
         try
         {
             var chat = ToChat(await store.MessagesAsync(run.SessionId, token).ConfigureAwait(false));
+            if (run.Regenerate && chat.FindLastIndex(m => m.Role == ChatRole.User) is var lastUser and >= 0)
+            {
+                chat.RemoveRange(lastUser + 1, chat.Count - lastUser - 1);
+            }
+
             if (run.Context is { } context)
             {
                 chat.Insert(0, new ChatMessage(ChatRole.System, context));

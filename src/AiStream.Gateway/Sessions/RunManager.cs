@@ -27,6 +27,12 @@ internal sealed record RunRequest(JsonNode? Messages, string? Model, string? Pro
 
     /// <summary>The key the budget is counted under when the caller has no credential (its address).</summary>
     public string? FallbackBudgetKey { get; init; }
+
+    /// <summary>
+    /// Answer the last user message again: the model sees the conversation up to it, not the answers after it (they
+    /// stay in the log). The AI SDK's <c>regenerate</c>.
+    /// </summary>
+    public bool Regenerate { get; init; }
 }
 
 /// <summary>
@@ -184,6 +190,7 @@ internal sealed partial class RunManager(
             Context = context,
             Owner = request.Owner,
             Reservation = reservation,
+            Regenerate = request.Regenerate,
             Agent = agent,
             Caller = request.Caller,
             FallbackBudgetKey = request.FallbackBudgetKey,
@@ -373,6 +380,9 @@ internal sealed partial class RunManager(
 
         /// <summary>The agent it runs, with its tools and step limit; null for a plain run.</summary>
         public RunAgent? Agent { get; init; }
+
+        /// <summary>See <see cref="RunRequest.Regenerate"/>.</summary>
+        public bool Regenerate { get; init; }
 
         /// <summary>Who started it, so each later model turn of an agent is held against the same budget.</summary>
         public Security.CallerGrants? Caller { get; init; }

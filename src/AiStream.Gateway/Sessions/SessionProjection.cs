@@ -38,6 +38,9 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     /// <summary>Completed messages in AG-UI shape (id, role, content, toolCalls, toolCallId).</summary>
     public IReadOnlyList<JsonObject> Messages => _messages;
 
+    /// <summary>Whether the run is in progress.</summary>
+    public bool IsActive(string runId) => _activeRuns.ContainsKey(runId);
+
     public IReadOnlyList<string> OpenMessageIds(string runId) => _openMessages.Values.Where(m => m.RunId == runId).Select(m => m.Id).ToList();
 
     public bool HasMessage(string id) => _messagesById.ContainsKey(id) || _openMessages.ContainsKey(id);

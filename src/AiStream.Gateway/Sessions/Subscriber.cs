@@ -32,7 +32,20 @@ internal sealed class Subscriber(int coalesceThreshold, int hardLimit) : IValueT
     public bool IsClosed { get; private set; }
 
     /// <summary>Only events of this run are wanted (the AG-UI endpoint streams its own run).</summary>
-    public string? RunFilter { get; init; }
+    public string? RunFilter { get; private set; }
+
+    /// <summary>
+    /// Wants the session's active run from its start, whichever it is (a resumed AI SDK chat stream): the log sets
+    /// <see cref="RunFilter"/> when it registers the subscriber, under the lock its appends take.
+    /// </summary>
+    public bool FollowsActiveRun { get; init; }
+
+    /// <summary>Only events of <paramref name="runId"/> from now on; set before the subscriber is registered.</summary>
+    public Subscriber ForRun(string runId)
+    {
+        RunFilter = runId;
+        return this;
+    }
 
     /// <summary>Events merged away while this subscriber was behind.</summary>
     public long Coalesced { get; private set; }

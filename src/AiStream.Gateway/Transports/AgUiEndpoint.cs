@@ -70,7 +70,7 @@ internal static class AgUiEndpoint
 
         // Subscribe to this run's events before it starts, so RUN_STARTED is the first thing streamed.
         var options = sessionOptions.Value;
-        var subscriber = new Subscriber(options.CoalesceThreshold, options.SubscriberHardLimit) { RunFilter = runId };
+        var subscriber = new Subscriber(options.CoalesceThreshold, options.SubscriberHardLimit).ForRun(runId);
         await store.SubscribeAsync(sessionId, null, subscriber, cancellationToken);
         try
         {

@@ -14,15 +14,40 @@ namespace AiStream.Gateway.Transports;
 /// </summary>
 internal static class SessionEventStream
 {
-    public static async Task WriteAsync(
+    public static Task WriteAsync(
         PipeWriter writer,
         IReadOnlyList<SessionEvent> first,
         Subscriber subscriber,
         Func<SessionEvent, SessionEvent>? project,
         Func<SessionEvent, bool>? isLast,
+        CancellationToken cancellationToken) =>
+        WriteAsync(writer, first, subscriber, (w, e) =>
+        {
+            w.Write((project?.Invoke(e) ?? e).SseFrame);
+            return isLast?.Invoke(e) == true;
+        }, cancellationToken);
+
+    /// <summary>
+    /// Writes <paramref name="first"/> and then the subscriber's events with <paramref name="write"/> (which frames an
+    /// event its own way, and answers true for the last one), flushing once per drained batch, with heartbeat comments
+    /// while idle. Returns after the last event, or when the subscriber or the response is closed.
+    /// </summary>
+    public static async Task WriteAsync(
+        PipeWriter writer,
+        IReadOnlyList<SessionEvent> first,
+        Subscriber subscriber,
+        Func<PipeWriter, SessionEvent, bool> write,
         CancellationToken cancellationToken)
     {
-        WriteAll(writer, first, project);
+        foreach (var e in first)
+        {
+            if (write(writer, e))
+            {
+                await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+                return;
+            }
+        }
+
         first = []; // written: this frame lives as long as the watch and must not hold the catch-up events
         await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
         var batch = new List<SessionEvent>(); // grows to the largest drain; an idle watcher holds none
@@ -41,7 +66,22 @@ internal static class SessionEventStream
                 return;
             }
 
-            var last = WriteBatch(writer, batch, drained.Value.Heartbeat, project, isLast);
+            if (drained.Value.Heartbeat && batch.Count == 0)
+            {
+                SessionFrames.WriteComment(writer, "heartbeat");
+            }
+
+            var last = false;
+            foreach (var e in batch)
+            {
+                if (write(writer, e))
+                {
+                    last = true;
+                    break;
+                }
+            }
+
+            batch.Clear();
             var flushed = await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
             if (last || flushed.IsCompleted || flushed.IsCanceled)
             {

@@ -64,6 +64,22 @@ internal sealed class WatchTicker : IDisposable
         return entry;
     }
 
+    /// <summary>Heartbeats only, for a stream that is not a presence connection (an AI SDK chat stream).</summary>
+    public Entry AddHeartbeats(Subscriber subscriber)
+    {
+        var entry = new Entry(subscriber, string.Empty, string.Empty, string.Empty)
+        {
+            NextHeartbeat = _time.GetTimestamp() + _heartbeatEvery,
+            NextRenewal = long.MaxValue,
+        };
+        lock (_lock)
+        {
+            _entries.Add(entry);
+        }
+
+        return entry;
+    }
+
     /// <summary>Stops serving a watch; safe to call more than once.</summary>
     public void Remove(Entry entry)
     {

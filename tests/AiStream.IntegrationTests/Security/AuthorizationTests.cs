@@ -76,6 +76,9 @@ public sealed class AuthorizationTests
             Post($"api/sessions/{b}/runs", new JsonObject { ["messages"] = new JsonArray() }),
             Post($"api/sessions/{b}/presence/state", new JsonObject { ["typing"] = true }),
             Post("agui", new JsonObject { ["threadId"] = b, ["messages"] = new JsonArray() }),
+            Post("api/chat", new JsonObject { ["id"] = b, ["messages"] = new JsonArray() }),
+            Get($"api/chat/{b}/stream", "text/event-stream"),
+            Post($"api/chat/{b}/stop", new JsonObject()),
         })
         {
             using var response = await alice.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);

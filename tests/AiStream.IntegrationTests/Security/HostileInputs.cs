@@ -74,7 +74,7 @@ internal sealed class HostileInputs(Random random)
                 break;
         }
 
-        return random.Next(11) switch
+        return random.Next(12) switch
         {
             0 or 1 => new HttpProbe("POST", $"/api/sessions/{id}/events", NextPublishBody(), "application/json", headers),
             2 => new HttpProbe("POST", $"/api/sessions/{id}/runs", NextRunBody(), Pick(["application/json", "text/plain", null]), headers),
@@ -84,6 +84,12 @@ internal sealed class HostileInputs(Random random)
             6 => new HttpProbe("POST", "/agui", NextAguiBody(id), "application/json", headers),
             7 or 8 => new HttpProbe("POST", "/v1/chat/completions", NextCompletionBody(), Pick(["application/json", "text/plain"]), headers),
             9 => new HttpProbe("GET", "/v1/models/" + id, null, null, headers),
+            10 => random.Next(3) switch
+            {
+                0 => new HttpProbe("POST", "/api/chat", NextChatBody(id), Pick(["application/json", "text/plain"]), headers),
+                1 => new HttpProbe("GET", $"/api/chat/{id}/stream", null, null, headers),
+                _ => new HttpProbe("POST", $"/api/chat/{id}/stop", random.Next(2) == 0 ? NextJson(3) : null, "application/json", headers),
+            },
             _ => new HttpProbe(Pick(["GET", "PUT", "DELETE", "OPTIONS", "PATCH", "POST"]), Pick(["/", "/api/sessions", "/api/sessions/x/../../v1/models", "/%ff", "/hubs/sessions", "/hubs/sessions/negotiate?negotiateVersion=" + Pick(["1", "-1", "x"]), "/v1", "/agui/x", "/readyz?x=%00"]), random.Next(2) == 0 ? NextJson(3) : null, "application/json", headers),
         };
     }
@@ -173,6 +179,22 @@ internal sealed class HostileInputs(Random random)
         0 => NextJson(5),
         _ => $$"""{"threadId":{{Json(threadId)}},"runId":{{Json(Pick(Ids))}},"messages":{{NextMessages()}},"tools":{{Pick(["[]", "null", NextJson(3)])}},"context":{{Pick(["[]", NextJson(3)])}},"state":{{NextJson(4)}},"forwardedProps":{{Pick(["{}", "{\"model\":\"sim\"}", NextJson(3)])}}}""",
     };
+
+    /// <summary>An AI SDK chat request: UI messages with parts of any shape, tool parts naming any call.</summary>
+    private string NextChatBody(string id)
+    {
+        var part = () => Pick([
+            """{"type":"text","text":"What is 2 * 3? Use calculate."}""", """{"type":"text","text":null}""", "\"text\"", NextJson(3),
+            """{"type":"tool-calculate","toolCallId":"call_1","state":"output-available","output":{"x":[1,2]}}""",
+            """{"type":"dynamic-tool","toolCallId":"","state":"output-error","errorText":null}""", """{"type":"file","url":"data:,x"}""",
+        ]);
+        var message = () => $$"""{"id":{{Pick(["\"m1\"", "\"\"", "7", "null", "{}", Json(new string('i', 300))])}},"role":{{Pick(["\"user\"", "\"assistant\"", "\"system\"", "\"tool\"", "1"])}},"parts":{{Pick(["[]", "null", "[" + string.Join(",", Enumerable.Range(0, random.Next(4)).Select(_ => part())) + "]"])}}}""";
+        return random.Next(5) switch
+        {
+            0 => NextJson(5),
+            _ => $$"""{"id":{{Pick([Json(id), "5", "null", "\"a/b\""])}},"trigger":{{Pick(["\"submit-message\"", "\"regenerate-message\"", "\"resume\"", "null", "[]"])}},"messages":{{Pick(["[]", NextJson(3), "[" + string.Join(",", Enumerable.Range(0, random.Next(5)).Select(_ => message())) + "]"])}}{{(random.Next(3) == 0 ? ",\"tools\":" + NextJson(3) : "")}}{{(random.Next(4) == 0 ? ",\"agent\":" + Pick(["\"researcher\"", "\"nope\"", "1"]) : "")}}}""",
+        };
+    }
 
     private string NextCompletionBody() => random.Next(5) switch
     {

@@ -29,6 +29,9 @@ public sealed class OriginTests
             Post("hubs/sessions/negotiate?negotiateVersion=1", null),
             WebSocketUpgrade("hubs/sessions"),
             Post("agui", new JsonObject { ["threadId"] = session }),
+            Post("api/chat", new JsonObject { ["id"] = session, ["messages"] = new JsonArray(new JsonObject { ["id"] = "u1", ["role"] = "user", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "hi" }) }) }),
+            Get($"api/chat/{session}/stream", "text/event-stream"),
+            Post($"api/chat/{session}/stop", new JsonObject()),
             Post($"api/sessions/{session}/events", new JsonObject { ["type"] = "CUSTOM", ["name"] = "x", ["value"] = 1 }),
             new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions") { Content = new StringContent("{\"model\":\"sim\",\"messages\":[]}", System.Text.Encoding.UTF8, "text/plain") },
         };

@@ -81,6 +81,21 @@ public sealed class PipelineTests
         Assert.Equal(200, (int)agui.StatusCode);
         Assert.Contains("POST /agui", seen);
 
+        using var chat = await http.PostAsJsonAsync("api/chat", new JsonObject
+        {
+            ["id"] = session,
+            ["trigger"] = "submit-message",
+            ["messages"] = new JsonArray(new JsonObject { ["id"] = "u1", ["role"] = "user", ["parts"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "hi" }) }),
+        });
+        Assert.Equal(200, (int)chat.StatusCode);
+        Assert.EndsWith("data: [DONE]\n\n", await chat.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        using var resume = await http.GetAsync($"api/chat/{session}/stream");
+        using var stop = await http.PostAsync($"api/chat/{session}/stop", null);
+        Assert.Equal([204, 204], [(int)resume.StatusCode, (int)stop.StatusCode]);
+        Assert.Contains("POST /api/chat", seen);
+        Assert.Contains($"GET /api/chat/{session}/stream", seen);
+        Assert.Contains($"POST /api/chat/{session}/stop", seen);
+
         using var models = await http.GetAsync("v1/models");
         using var completion = await http.PostAsJsonAsync("v1/chat/completions", new JsonObject
         {
@@ -117,6 +132,10 @@ public sealed class PipelineTests
 
         using var agui = await http.PostAsync("agui", JsonContent.Create(new JsonObject()));
         Assert.Equal(403, (int)agui.StatusCode);
+        using var chat = await http.PostAsync("api/chat", JsonContent.Create(new JsonObject()));
+        Assert.Equal(403, (int)chat.StatusCode);
+        using var resume = await http.GetAsync($"api/chat/{session}/stream");
+        Assert.Equal(403, (int)resume.StatusCode);
         using var completion = await http.PostAsync("v1/chat/completions", JsonContent.Create(new JsonObject()));
         Assert.Equal(403, (int)completion.StatusCode);
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end tests of the gateway with official third-party JavaScript clients (eventsource, @microsoft/signalr,
-# @ag-ui/client), on Node's built-in test runner.
+# End-to-end tests of the gateway with official third-party JavaScript clients (eventsource, @microsoft/signalr, ai,
+# @ai-sdk/react, @ag-ui/client), on Node's built-in test runner.
 #
 # Builds the TypeScript client (src/clients), not the gateway: expects src/AiStream.Gateway/bin/$CONFIGURATION/net10.0/AiStream.Gateway.dll (from
 # `dotnet build AiStream.sln -c $CONFIGURATION`). Installs the locked npm packages when node_modules is missing or

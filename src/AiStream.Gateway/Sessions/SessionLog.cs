@@ -302,6 +302,12 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
 
             _subscribers.Add(subscriber);
             _wakeList = null;
+            if (afterSeq is null && subscriber.RunFilter is not null)
+            {
+                // A run's own stream, subscribed before the run starts: it wants the run's events only, not a catch-up.
+                return new SubscribeResult([], _head, false);
+            }
+
             var first = _events.First?.Value.Seq ?? _head + 1;
             if (afterSeq is { } after && after >= first - 1 && after <= _head && _head - after <= options.MaxReplayEvents)
             {

@@ -57,6 +57,21 @@ public sealed class ActiveRunSubscribeTests
     }
 
     [Fact]
+    public void ARunsOwnStream_SubscribedBeforeItStarts_GetsNoCatchUp_ThenOnlyThatRun()
+    {
+        var log = new SessionLog(new SessionsOptions(), _time);
+        log.Append([Join("ann")], null, null);
+        var subscriber = new Subscriber(1_000, 4_096).ForRun("r2");
+
+        var first = log.Subscribe(null, subscriber);
+        log.Append([Started("r1")], "r1", null);
+        log.Append([Started("r2")], "r2", null);
+
+        Assert.Empty(first.Events);
+        Assert.Equal([("r2", 3L)], Drain(subscriber).Select(e => (e.RunId!, e.Seq)));
+    }
+
+    [Fact]
     public void NoRunInProgress_RegistersNothing()
     {
         var log = new SessionLog(new SessionsOptions(), _time);

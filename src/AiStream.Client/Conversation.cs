@@ -68,6 +68,17 @@ public sealed class Conversation
                 }
 
                 break;
+            case "CUSTOM" when e.Name == "conversation.superseded" && e.Data["value"] is JsonObject { } value && value["messageIds"] is JsonArray superseded:
+                // A regenerated answer replaced these: they leave the conversation, as on the server.
+                foreach (var id in superseded.OfType<JsonValue>().Where(v => v.GetValueKind() == JsonValueKind.String).Select(v => v.GetValue<string>()))
+                {
+                    if (_byId.Remove(id, out var gone))
+                    {
+                        _messages.Remove(gone);
+                    }
+                }
+
+                break;
             case "STEP_STARTED":
                 _steps.Add(new AgentStep(e.Str("stepName") ?? ""));
                 break;

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { AbstractChat, DefaultChatTransport, lastAssistantMessageIsCompleteWithToolCalls } from 'ai';
+import { Conversation } from '../../src/clients/typescript/dist/index.js';
 import { GATEWAY_URL, sessionId } from './lib.mjs';
 import { eventually, jwt, signingKey, sleep, startGateway, startRedis } from './processes.mjs';
 
@@ -146,7 +147,7 @@ test('AI SDK wire format: the headers, start first, [DONE] last, 204 when nothin
 
   assert.equal((await fetch(`${GATEWAY_URL}/api/chat/${sid}/stream`)).status, 204, 'the run ended: nothing to resume');
   assert.equal((await fetch(`${GATEWAY_URL}/api/chat/${sid}/stop`, { method: 'POST' })).status, 204, 'nothing to stop');
-  for (const [body, param] of [
+  for (const [body, param, status] of [
     ['{', undefined],
     [JSON.stringify({ messages: [] }), 'id'],
     [JSON.stringify({ id: 'a/b', messages: [] }), 'id'],
@@ -154,9 +155,11 @@ test('AI SDK wire format: the headers, start first, [DONE] last, 204 when nothin
     [JSON.stringify({ id: sid, messages: [{ role: 'robot', parts: [] }] }), 'messages[0]'],
     [JSON.stringify({ id: sid, messages: [], trigger: 'dance' }), 'trigger'],
     [JSON.stringify({ id: sid, messages: [], model: 42 }), 'model'],
+    [JSON.stringify({ id: sid, messages: [userMessage('same', 'a'), userMessage('same', 'b')] }), 'messages[1].id'],
+    [JSON.stringify({ id: sid, messages: [userMessage('huge', 'x'.repeat(300 * 1024))] }), 'messages[0]', 413],
   ]) {
     const bad = await fetch(`${GATEWAY_URL}/api/chat`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
-    assert.equal(bad.status, 400, body);
+    assert.equal(bad.status, status ?? 400, body.slice(0, 200));
     assert.match(bad.headers.get('content-type'), /application\/problem\+json/);
     if (param) assert.equal((await bad.json()).error.param, param, body);
   }
@@ -308,18 +311,43 @@ test('AI SDK: an agent run\'s steps arrive as start-step/finish-step with their 
   assert.match(chunks.filter((c) => c.type === 'text-delta').map((c) => c.delta).join(''), /calculate gave 391/);
 });
 
-test('AI SDK: regenerate answers the last question again; the chat keeps one answer to it', { timeout: 30_000 }, async () => {
+test('AI SDK: regenerate answers the question again, and the old answer leaves the conversation for everyone', { timeout: 30_000 }, async () => {
   const sid = sessionId('aisdk-regenerate');
   const c = chat(GATEWAY_URL, sid);
   await c.sendMessage({ text: 'Name a colour.' });
   const firstRun = lastAssistant(c).id;
+  const firstText = textOf(lastAssistant(c));
   await c.regenerate();
   assert.deepEqual(c.errors, []);
   assert.deepEqual(c.messages.map((m) => m.role), ['user', 'assistant']);
   assert.notEqual(lastAssistant(c).id, firstRun);
   const events = await watch(GATEWAY_URL, sid, runEnded(lastAssistant(c).id));
-  assert.equal(textOf(lastAssistant(c)), runText(events, lastAssistant(c).id));
+  const secondText = runText(events, lastAssistant(c).id);
+  assert.equal(textOf(lastAssistant(c)), secondText);
   assert.equal(events.filter((e) => e.type === 'TEXT_MESSAGE_START' && e.role === 'user').length, 1, 'the question was not asked twice');
+  assert.equal(runText(events, firstRun), firstText, 'the log keeps the old answer');
+  const superseded = events.filter((e) => e.type === 'CUSTOM' && e.name === 'conversation.superseded');
+  assert.equal(superseded.length, 1);
+
+  // Everyone's view of the conversation: the question and the new answer only. A late joiner's snapshot says so,
+  // and so does the TypeScript client's fold of the whole log.
+  const joined = await fetch(`${GATEWAY_URL}/api/sessions/${sid}/events`, { signal: AbortSignal.timeout(10_000) });
+  const reader = joined.body.getReader();
+  let head = '';
+  while (!head.includes('MESSAGES_SNAPSHOT')) head += new TextDecoder().decode((await reader.read()).value);
+  await reader.cancel();
+  const snapshot = JSON.parse(head.split('\n').find((l) => l.startsWith('data: ') && l.includes('MESSAGES_SNAPSHOT')).slice(6));
+  assert.deepEqual(snapshot.messages.map((m) => [m.role, m.content]), [['user', 'Name a colour.'], ['assistant', secondText]]);
+  const folded = new Conversation();
+  for (const e of events) folded.apply(e);
+  assert.deepEqual(folded.visibleMessages().map((m) => [m.role, m.content]), [['user', 'Name a colour.'], ['assistant', secondText]]);
+
+  // A second round: regenerate takes out only the answer to the question it repeats.
+  await c.sendMessage({ text: 'Another colour?' });
+  await c.regenerate();
+  const after = await watch(GATEWAY_URL, sid, runEnded(lastAssistant(c).id));
+  const last = after.filter((e) => e.type === 'CUSTOM' && e.name === 'conversation.superseded').at(-1);
+  assert.equal(last.value.messageIds.length, 1, 'only the answer to the last question left the conversation');
 });
 
 test('AI SDK with Redis: a chat sent on one node resumes on another mid-stream, to the same text', { timeout: 60_000 }, async (t) => {
@@ -339,6 +367,19 @@ test('AI SDK with Redis: a chat sent on one node resumes on another mid-stream, 
   assert.ok(textOf(lastAssistant(onB)).length > 40);
   assert.equal(textOf(lastAssistant(onB)), textOf(lastAssistant(onA)));
   assert.equal(lastAssistant(onB).id, lastAssistant(onA).id);
+});
+
+test('AI SDK: a gateway stopping mid-answer ends the stream with an error the chat shows, not a user\'s stop', { timeout: 60_000 }, async (t) => {
+  const gateway = await startGateway({ AiStream__Providers__sim__TokensPerSecond: '20' });
+  t.after(() => gateway.kill());
+  const c = chat(gateway.url, sessionId('aisdk-shutdown'));
+  const sending = c.sendMessage({ text: 'Tell me a long story.' });
+  await eventually('the answer to be streaming', () => textOf(lastAssistant(c)).length > 10);
+  gateway.process.kill('SIGTERM');
+  await sending;
+  assert.equal(c.status, 'error');
+  assert.match(c.errors[0]?.message ?? '', /shutdown|shutting down/);
+  assert.equal(c.finished[0].isError, true);
 });
 
 test('AI SDK with authentication: the same JWT and per-session rights as every transport', { timeout: 60_000 }, async (t) => {
@@ -368,7 +409,14 @@ test('AI SDK with authentication: the same JWT and per-session rights as every t
   const following = follower.resumeStream();
   assert.equal((await post(reader, `/api/chat/${sid}/stop`, {})).status, 403);
   assert.equal((await post(otherWriter, `/api/chat/${sid}/stop`, {})).status, 403);
-  await Promise.all([sending, following]);
+  // Cat starts a run of its own beside Ada's: Cat's stop ends Cat's run only.
+  const cats = chat(gateway.url, sid, { headers: { authorization: `Bearer ${otherWriter}` } });
+  const catSending = cats.sendMessage({ text: 'Cat asks too.' });
+  await eventually('Cat\'s answer to be streaming', () => textOf(lastAssistant(cats)).length > 0);
+  const catStop = await post(otherWriter, `/api/chat/${sid}/stop`, {});
+  assert.equal(catStop.status, 200);
+  assert.deepEqual((await catStop.json()).stopped, [{ runId: lastAssistant(cats).id, outcome: 'cancelled' }]);
+  await Promise.all([sending, following, catSending]);
   assert.deepEqual([...c.errors, ...follower.errors], []);
   assert.equal(c.finished[0].finishReason, 'stop');
   assert.equal(textOf(lastAssistant(follower)), textOf(lastAssistant(c)));

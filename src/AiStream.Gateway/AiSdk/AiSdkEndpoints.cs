@@ -68,11 +68,6 @@ internal static partial class AiSdkEndpoints
             return denied;
         }
 
-        if (await limits.TryStartRunAsync(context, cancellationToken) is { } retry)
-        {
-            return LimitsHosting.TooMany(context, "Too many runs started (AiStream:Limits:RunsPerMinute).", "too_many_runs", retry);
-        }
-
         // The gateway's own run fields (model, prompt and variables, agent, tools) travel beside the messages: the
         // transport's `body` option.
         var (runBody, bodyError) = SessionsEndpoints.RunBody(input);
@@ -81,15 +76,21 @@ internal static partial class AiSdkEndpoints
             return bodyError.ToResult();
         }
 
-        var (messages, messagesError) = UiMessages.ToAgUi(input["messages"], await store.MessagesAsync(sessionId, cancellationToken));
+        var options = sessionOptions.Value;
+        var (messages, messagesError) = UiMessages.ToAgUi(input["messages"], await store.MessagesAsync(sessionId, cancellationToken), options.MaxEventBytes);
         if (messagesError is not null)
         {
             return messagesError.ToResult();
         }
 
+        // Counted once the request is known to be one (a malformed one spends nothing).
+        if (await limits.TryStartRunAsync(context, cancellationToken) is { } retry)
+        {
+            return LimitsHosting.TooMany(context, "Too many runs started (AiStream:Limits:RunsPerMinute).", "too_many_runs", retry);
+        }
+
         var runId = "run_" + Guid.NewGuid().ToString("N")[..20];
         // Subscribe to this run's events before it starts, so `start` is the first thing streamed.
-        var options = sessionOptions.Value;
         var subscriber = new Subscriber(options.CoalesceThreshold, options.SubscriberHardLimit).ForRun(runId);
         await store.SubscribeAsync(sessionId, null, subscriber, cancellationToken);
         try
@@ -103,6 +104,8 @@ internal static partial class AiSdkEndpoints
                 Caller = caller,
                 FallbackBudgetKey = "ip:" + context.Connection.RemoteIpAddress,
                 Regenerate = trigger == "regenerate-message",
+                // The SDK sends the conversation up to the answer it regenerates: its last user message is the question.
+                RegenerateFrom = UiMessages.LastUserMessageId(input["messages"]),
             };
             var (_, error) = await runs.StartAsync(sessionId, request, cancellationToken);
             if (error is not null)
@@ -173,21 +176,26 @@ internal static partial class AiSdkEndpoints
 
         var active = (await store.InfoAsync(sessionId, context.RequestAborted)).ActiveRuns;
         var stopped = new List<RunCancelResult>();
+        IResult? refused = null;
         foreach (var runId in active)
         {
-            // The same rule as every other cancel: the run's starter, or an admin of the session.
-            if (await SessionsEndpoints.CheckCancelAsync(context, sessionId, runId, runs) is { } refused)
+            // The same rule as every other cancel: the run's starter, or an admin of the session. Runs the caller may
+            // not stop are left alone; it is refused only when it may stop none of them.
+            if (await SessionsEndpoints.CheckCancelAsync(context, sessionId, runId, runs) is { } denial)
             {
-                return refused;
+                refused ??= denial;
+                continue;
             }
-        }
 
-        foreach (var runId in active)
-        {
             if (await runs.CancelAsync(sessionId, runId, "requested") is { } outcome)
             {
                 stopped.Add(new RunCancelResult(runId, outcome));
             }
+        }
+
+        if (stopped.Count == 0 && refused is not null)
+        {
+            return refused;
         }
 
         return stopped.Count == 0

@@ -267,9 +267,16 @@ internal sealed class UiMessageStream : IDisposable
     private void Finish(PipeWriter writer, JsonElement body)
     {
         var outcome = body.TryGetProperty("outcome", out var o) && o.ValueKind == JsonValueKind.Object ? Str(o, "type") : null;
-        if (outcome == "cancelled")
+        var reason = outcome == "cancelled" ? Str(o, "reason") ?? "requested" : null;
+        if (reason == "requested")
         {
-            Chunk(writer, "abort", ("reason", Str(o, "reason") ?? "cancelled"));
+            // Someone stopped it: the SDK's abort, as its own stop button would.
+            Chunk(writer, "abort", ("reason", reason));
+        }
+        else if (reason is not null)
+        {
+            // Nobody asked (the gateway stopping, the model going idle): a failure, and said so.
+            Chunk(writer, "error", ("errorText", $"The run was cancelled ({reason})."));
         }
         else
         {

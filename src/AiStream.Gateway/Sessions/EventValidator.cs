@@ -65,11 +65,12 @@ internal static class EventValidator
         };
     }
 
-    // presence.* and stream.* events are written by the gateway itself; a client publishing them could fake who is
-    // here or a gap notice.
+    // presence.*, stream.* and conversation.* events are written by the gateway itself; a client publishing them could
+    // fake who is here or a gap notice, or hide messages from the conversation.
     private static string? Reserved(string name) =>
         name.StartsWith("presence.", StringComparison.Ordinal) || name.StartsWith("stream.", StringComparison.Ordinal)
-            ? $"CUSTOM event names starting with 'presence.' or 'stream.' are reserved for the gateway ('{name}')"
+            || name.StartsWith("conversation.", StringComparison.Ordinal)
+            ? $"CUSTOM event names starting with 'presence.', 'stream.' or 'conversation.' are reserved for the gateway ('{name}')"
             : null;
 
     private static string? Outcome(JsonObject body) =>

@@ -26,11 +26,6 @@ internal sealed partial class RunManager
         try
         {
             var chat = ToChat(await store.MessagesAsync(run.SessionId, token).ConfigureAwait(false));
-            if (run.Regenerate && chat.FindLastIndex(m => m.Role == ChatRole.User) is var lastUser and >= 0)
-            {
-                chat.RemoveRange(lastUser + 1, chat.Count - lastUser - 1);
-            }
-
             if (run.Context is { } context)
             {
                 chat.Insert(0, new ChatMessage(ChatRole.System, context));
@@ -264,7 +259,8 @@ internal sealed partial class RunManager
         var outcomeBody = new JsonObject { ["type"] = outcome };
         if (outcome == "cancelled")
         {
-            outcomeBody["reason"] = run.CancelReason ?? "requested";
+            // Nobody asked when the host is stopping (the run's token follows ApplicationStopping): say so.
+            outcomeBody["reason"] = run.CancelReason ?? (lifetime.ApplicationStopping.IsCancellationRequested ? "shutdown" : "requested");
         }
 
         events.Add(AgUi.Event(AgUi.RunFinished, ("threadId", run.SessionId), ("runId", run.RunId), ("outcome", outcomeBody)));

@@ -29,10 +29,13 @@ internal sealed record RunRequest(JsonNode? Messages, string? Model, string? Pro
     public string? FallbackBudgetKey { get; init; }
 
     /// <summary>
-    /// Answer the last user message again: the model sees the conversation up to it, not the answers after it (they
-    /// stay in the log). The AI SDK's <c>regenerate</c>.
+    /// Answer a user message again (the AI SDK's <c>regenerate</c>): the messages after it leave the conversation (a
+    /// <c>conversation.superseded</c> event; the log keeps them), so neither this run's model nor a later one sees them.
     /// </summary>
     public bool Regenerate { get; init; }
+
+    /// <summary>The user message to answer again; null (or one the conversation lacks) for its last user message.</summary>
+    public string? RegenerateFrom { get; init; }
 }
 
 /// <summary>
@@ -104,6 +107,7 @@ internal sealed partial class RunManager(
 
         if (request.Messages is JsonArray messages)
         {
+            var ids = new HashSet<string>(StringComparer.Ordinal);
             for (var i = 0; i < messages.Count; i++)
             {
                 if (messages[i] is not JsonObject message || message["role"] is not JsonValue role || role.GetValueKind() != JsonValueKind.String
@@ -130,6 +134,12 @@ internal sealed partial class RunManager(
                 }
 
                 var id = (message["id"] as JsonValue)?.GetValueKind() == JsonValueKind.String ? message["id"]!.GetValue<string>() : NewId("msg");
+                if (!ids.Add(id))
+                {
+                    // Two messages under one id would be merged into one in the conversation.
+                    return (null, ApiError.BadRequest($"messages[{i}].id repeats an earlier message's id.", $"messages[{i}].id"));
+                }
+
                 if (await store.HasMessageAsync(sessionId, id, cancellationToken).ConfigureAwait(false))
                 {
                     continue; // already in the conversation (AG-UI clients resend the whole history)
@@ -147,6 +157,11 @@ internal sealed partial class RunManager(
                     userEvents.Add(AgUi.Event(AgUi.TextMessageEnd, ("messageId", id)));
                 }
             }
+        }
+
+        if (request.Regenerate && await SupersededAsync(sessionId, request.RegenerateFrom, cancellationToken).ConfigureAwait(false) is { Count: > 0 } superseded)
+        {
+            userEvents.Add(AgUi.Event(AgUi.Custom, ("name", SessionProjection.Superseded), ("value", new JsonObject { ["messageIds"] = superseded })));
         }
 
         if (rendered is not null)
@@ -190,7 +205,6 @@ internal sealed partial class RunManager(
             Context = context,
             Owner = request.Owner,
             Reservation = reservation,
-            Regenerate = request.Regenerate,
             Agent = agent,
             Caller = request.Caller,
             FallbackBudgetKey = request.FallbackBudgetKey,
@@ -232,6 +246,39 @@ internal sealed partial class RunManager(
 
         run.Task = Task.Run(() => ExecuteAsync(run), CancellationToken.None);
         return (runId, null);
+    }
+
+    /// <summary>The ids of the messages after the user message a regenerate answers again.</summary>
+    private async Task<JsonArray> SupersededAsync(string sessionId, string? from, CancellationToken cancellationToken)
+    {
+        var conversation = await store.MessagesAsync(sessionId, cancellationToken).ConfigureAwait(false);
+        var at = -1;
+        for (var i = conversation.Count - 1; i >= 0 && at < 0; i--)
+        {
+            if (from is not null && (conversation[i]["id"] as JsonValue)?.ToString() == from)
+            {
+                at = i;
+            }
+        }
+
+        for (var i = conversation.Count - 1; i >= 0 && at < 0; i--)
+        {
+            if ((conversation[i]["role"] as JsonValue)?.ToString() == "user")
+            {
+                at = i;
+            }
+        }
+
+        var ids = new JsonArray();
+        for (var i = at + 1; i < conversation.Count && at >= 0; i++)
+        {
+            if (conversation[i]["id"] is JsonValue id && id.GetValueKind() == JsonValueKind.String)
+            {
+                ids.Add(id.GetValue<string>());
+            }
+        }
+
+        return ids;
     }
 
     /// <summary>Who started a run of this session (on whichever node runs it); null when unknown or anonymous.</summary>
@@ -381,8 +428,6 @@ internal sealed partial class RunManager(
         /// <summary>The agent it runs, with its tools and step limit; null for a plain run.</summary>
         public RunAgent? Agent { get; init; }
 
-        /// <summary>See <see cref="RunRequest.Regenerate"/>.</summary>
-        public bool Regenerate { get; init; }
 
         /// <summary>Who started it, so each later model turn of an agent is held against the same budget.</summary>
         public Security.CallerGrants? Caller { get; init; }

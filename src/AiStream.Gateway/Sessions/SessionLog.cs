@@ -197,6 +197,15 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
             catchUp.AddRange(_projection.Snapshot(presenceSnapshotCap).Select(s => SessionEvent.Create(s.Body, _head, timestamp, s.RunId)));
             foreach (var subscriber in moved)
             {
+                if (subscriber.RunFilter is not null)
+                {
+                    // A run's own stream (AG-UI, AI SDK) cannot take a snapshot in the middle of its run: it would
+                    // repeat the run's text, and the run's end may be in the gap. It ends with the reason; the client
+                    // resumes (the AI SDK's resume replays the run from its start).
+                    subscriber.Close("The session's log skipped events on this node (stream.gap); resume the run.");
+                    continue;
+                }
+
                 foreach (var e in catchUp)
                 {
                     subscriber.Enqueue(e);
@@ -335,25 +344,24 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
     /// </summary>
     private SubscribeResult SubscribeToActiveRunLocked(Subscriber subscriber)
     {
-        var active = _projection.ActiveRuns;
-        if (active.Count == 0)
+        if (_projection.NewestOwnRun() is not { } runId)
         {
             return new SubscribeResult([], _head, false);
         }
 
-        // The newest start of a run still in progress (the window is bounded, and resumes are rare).
+        _subscribers.Add(subscriber.ForRun(runId));
+        _wakeList = null;
+        // The run's start, if the window still has it and the replay is no longer than any other replay may be.
         LinkedListNode<SessionEvent>? start = null;
-        for (var node = _events.Last; node is not null && start is null; node = node.Previous)
+        for (var node = _events.Last; node is not null && _head - node.Value.Seq < options.MaxReplayEvents; node = node.Previous)
         {
-            if (node.Value.Type == AgUi.RunStarted && node.Value.RunId is { } id && _projection.IsActive(id))
+            if (node.Value.Type == AgUi.RunStarted && node.Value.RunId == runId)
             {
                 start = node;
+                break;
             }
         }
 
-        var runId = start?.Value.RunId ?? active.Last();
-        _subscribers.Add(subscriber.ForRun(runId));
-        _wakeList = null;
         if (start is not null)
         {
             var replay = new List<SessionEvent>();

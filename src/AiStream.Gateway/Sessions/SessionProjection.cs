@@ -10,6 +10,12 @@ namespace AiStream.Gateway.Sessions;
 /// </summary>
 internal sealed class SessionProjection(StateLimits limits, int maxMessages = int.MaxValue, long maxTextChars = long.MaxValue)
 {
+    /// <summary>
+    /// The <c>CUSTOM</c> event a regenerate writes before its run: <c>{"messageIds": [...]}</c>, the answers it replaces,
+    /// which leave the conversation.
+    /// </summary>
+    public const string Superseded = "conversation.superseded";
+
     /// <summary>Most messages and tool calls in progress at once; starts past it are not summarised.</summary>
     private const int MaxOpen = 1_000;
 
@@ -24,6 +30,9 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     private readonly Dictionary<string, OpenMessage> _openMessages = new(StringComparer.Ordinal);
     private readonly Dictionary<string, OpenToolCall> _openToolCalls = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _activeRuns = new(StringComparer.Ordinal); // runId -> threadId
+    // Active runs the gateway runs (their events are stored under their run id), in the order they started.
+    private readonly Dictionary<string, long> _ownRuns = new(StringComparer.Ordinal);
+    private long _runsStarted;
     private readonly Dictionary<string, List<RunStep>> _steps = new(StringComparer.Ordinal); // runId -> its steps so far
     private readonly Dictionary<string, JsonObject> _presence = new(StringComparer.Ordinal);
     private int? _crowd; // the last presence.count's total while the session is crowded
@@ -38,8 +47,11 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     /// <summary>Completed messages in AG-UI shape (id, role, content, toolCalls, toolCallId).</summary>
     public IReadOnlyList<JsonObject> Messages => _messages;
 
-    /// <summary>Whether the run is in progress.</summary>
-    public bool IsActive(string runId) => _activeRuns.ContainsKey(runId);
+    /// <summary>
+    /// The newest run in progress whose events are stored under its run id (the gateway's own runs, not a
+    /// <c>RUN_STARTED</c> someone published), or null.
+    /// </summary>
+    public string? NewestOwnRun() => _ownRuns.Count == 0 ? null : _ownRuns.MaxBy(r => r.Value).Key;
 
     public IReadOnlyList<string> OpenMessageIds(string runId) => _openMessages.Values.Where(m => m.RunId == runId).Select(m => m.Id).ToList();
 
@@ -51,14 +63,21 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
         {
             case AgUi.RunStarted:
                 _activeRuns[Str(e, "runId")!] = Str(e, "threadId") ?? string.Empty;
+                if (runId is not null && runId == Str(e, "runId"))
+                {
+                    _ownRuns[runId] = ++_runsStarted;
+                }
+
                 break;
             case AgUi.RunFinished:
                 _activeRuns.Remove(Str(e, "runId") ?? string.Empty);
+                _ownRuns.Remove(Str(e, "runId") ?? string.Empty);
                 _steps.Remove(Str(e, "runId") ?? string.Empty);
                 break;
             case AgUi.RunError:
                 // RUN_ERROR names no run in AG-UI; the gateway knows which run wrote it.
                 _activeRuns.Remove(Str(e, "runId") ?? runId ?? string.Empty);
+                _ownRuns.Remove(Str(e, "runId") ?? runId ?? string.Empty);
                 _steps.Remove(Str(e, "runId") ?? runId ?? string.Empty);
                 break;
             case AgUi.StepStarted when StepRun(runId) is { } stepRun:
@@ -155,6 +174,19 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
                 }
 
                 TrimMessages();
+                break;
+            case AgUi.Custom when Str(e, "name") == Superseded && e["value"] is JsonObject { } superseded
+                && superseded["messageIds"] is JsonArray supersededIds:
+                // A regenerated answer replaces these: they leave the conversation (their ids stay known, so a client
+                // sending them back does not add them again).
+                foreach (var supersededId in supersededIds.OfType<JsonValue>().Where(v => v.GetValueKind() == JsonValueKind.String))
+                {
+                    if (_messagesById.TryGetValue(supersededId.GetValue<string>(), out var gone) && _messages.Remove(gone))
+                    {
+                        _messageChars = Math.Max(0, _messageChars - gone.ToJsonString().Length);
+                    }
+                }
+
                 break;
             case AgUi.StateSnapshot:
                 // A log written before the limits (or past a racing check) must not poison the session: skip it.
@@ -272,7 +304,8 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
         yield return (AgUi.Event(AgUi.Custom, ("name", "presence.snapshot"), ("value", presence)), null);
         foreach (var (runId, threadId) in _activeRuns)
         {
-            yield return (AgUi.Event(AgUi.RunStarted, ("threadId", threadId), ("runId", runId)), runId);
+            // Under its run id only if the gateway runs it, so a checkpoint restores which runs are its own.
+            yield return (AgUi.Event(AgUi.RunStarted, ("threadId", threadId), ("runId", runId)), _ownRuns.ContainsKey(runId) ? runId : null);
             // An agent's steps so far, so a timeline shows them; their tool calls and results are in the messages.
             foreach (var step in _steps.GetValueOrDefault(runId) ?? [])
             {

@@ -77,6 +77,17 @@ public sealed class UiMessageStreamTests
     }
 
     [Fact]
+    public async Task ARunCancelledByNobody_TheGatewayStopping_IsAnError_NotTheUsersAbort()
+    {
+        using var stream = new UiMessageStream();
+        var frames = await Frames(stream,
+            E(AgUi.RunStarted, "r1", ("threadId", "s"), ("runId", "r1")),
+            E(AgUi.RunFinished, "r1", ("threadId", "s"), ("runId", "r1"), ("outcome", new JsonObject { ["type"] = "cancelled", ["reason"] = "shutdown" })));
+
+        Assert.Equal(["""{"type":"start","messageId":"r1"}""", """{"type":"error","errorText":"The run was cancelled (shutdown)."}""", "[DONE]"], frames);
+    }
+
+    [Fact]
     public async Task ToolCalls_InputParsedOrKeptAsText_ErrorsAreToolOutputErrors_UnknownCallsAndEventsWriteNothing()
     {
         using var stream = new UiMessageStream("msg-continued");

@@ -72,6 +72,21 @@ public sealed class ActiveRunSubscribeTests
     }
 
     [Fact]
+    public void ARunStartedByAPublisher_IsNotFollowed_TheGatewaysOwnRunIs()
+    {
+        var log = new SessionLog(new SessionsOptions(), _time);
+        log.Append([Started("mine")], "mine", null);
+        log.Append([Started("published")], null, null); // a client's RUN_STARTED: nothing of it is stored under its id
+
+        var subscriber = new Subscriber(1_000, 4_096) { FollowsActiveRun = true };
+        Assert.Equal("mine", log.Subscribe(null, subscriber).Run);
+
+        var alone = new SessionLog(new SessionsOptions(), _time);
+        alone.Append([Started("published")], null, null);
+        Assert.Null(alone.Subscribe(null, new Subscriber(1_000, 4_096) { FollowsActiveRun = true }).Run);
+    }
+
+    [Fact]
     public void NoRunInProgress_RegistersNothing()
     {
         var log = new SessionLog(new SessionsOptions(), _time);

@@ -39,8 +39,9 @@ public sealed class EventValidatorTests
     [InlineData("""{"type":"STATE_DELTA","delta":{}}""", "'delta' must be a JSON Patch array")]
     [InlineData("""{"type":"STATE_SNAPSHOT"}""", "'snapshot' is required")]
     [InlineData("""{"type":"CUSTOM","name":"x","timestamp":"now"}""", "'timestamp' must be integer milliseconds")]
-    [InlineData("""{"type":"CUSTOM","name":"presence.join","value":{"id":"mallory"}}""", "CUSTOM event names starting with 'presence.' or 'stream.' are reserved")]
-    [InlineData("""{"type":"CUSTOM","name":"stream.gap","value":{}}""", "CUSTOM event names starting with 'presence.' or 'stream.' are reserved")]
+    [InlineData("""{"type":"CUSTOM","name":"presence.join","value":{"id":"mallory"}}""", "CUSTOM event names starting with 'presence.', 'stream.' or 'conversation.' are reserved")]
+    [InlineData("""{"type":"CUSTOM","name":"stream.gap","value":{}}""", "CUSTOM event names starting with 'presence.', 'stream.' or 'conversation.' are reserved")]
+    [InlineData("""{"type":"CUSTOM","name":"conversation.superseded","value":{"messageIds":["a1"]}}""", "CUSTOM event names starting with 'presence.', 'stream.' or 'conversation.' are reserved")]
     public void Validate_BadEvent_SaysWhy(string json, string expected)
     {
         Assert.StartsWith(expected, EventValidator.Validate(JsonNode.Parse(json), "s1", out _), StringComparison.Ordinal);

@@ -40,6 +40,25 @@ public sealed class SessionProjectionTests
     }
 
     [Fact]
+    public void Superseded_AnswersLeaveTheConversation_TheirIdsStayKnown_UnknownIdsAreIgnored()
+    {
+        var p = new SessionProjection(StateLimits.None);
+        foreach (var (id, role) in new[] { ("u1", "user"), ("a1", "assistant"), ("u2", "user"), ("a2", "assistant") })
+        {
+            Apply(p, $$"""{"type":"TEXT_MESSAGE_START","messageId":"{{id}}","role":"{{role}}"}""");
+            Apply(p, $$"""{"type":"TEXT_MESSAGE_CONTENT","messageId":"{{id}}","delta":"{{id}} text"}""");
+            Apply(p, $$"""{"type":"TEXT_MESSAGE_END","messageId":"{{id}}"}""");
+        }
+
+        Apply(p, """{"type":"CUSTOM","name":"conversation.superseded","value":{"messageIds":["a2","nope",3]}}""");
+
+        Assert.Equal(["u1", "a1", "u2"], p.Messages.Select(m => m["id"]!.GetValue<string>()));
+        Assert.True(p.HasMessage("a2"), "a client sending the old answer back does not add it again");
+        Assert.Equal("""[{"id":"u1","role":"user","content":"u1 text"},{"id":"a1","role":"assistant","content":"a1 text"},{"id":"u2","role":"user","content":"u2 text"}]""",
+            Snapshot(p)[0]["messages"]!.ToJsonString());
+    }
+
+    [Fact]
     public void Snapshot_AfterRunFinished_HasTheAnswerInMessagesAndNoRun()
     {
         var p = new SessionProjection(StateLimits.None);

@@ -131,8 +131,22 @@ export class Conversation {
         }
         break;
       }
+      case 'CUSTOM':
+        // A regenerated answer replaced these (AI SDK regenerate): they leave the conversation, as on the server.
+        if (e.name === 'conversation.superseded') this.supersede((e.value as { messageIds?: unknown } | null)?.messageIds);
+        break;
       default:
         break;
+    }
+  }
+
+  private supersede(ids: unknown): void {
+    if (!Array.isArray(ids)) return;
+    for (const id of ids) {
+      const message = typeof id === 'string' ? this.byId.get(id) : undefined;
+      if (!message) continue;
+      this.byId.delete(message.id);
+      this.messages.splice(this.messages.indexOf(message), 1);
     }
   }
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { sessionId } from './lib.mjs';
+import { readSessionLog, runText, sessionId } from './lib.mjs';
 import { eventually, launchBrowser, startGateway } from './processes.mjs';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
@@ -26,30 +26,10 @@ async function bundle() {
   return result.outputFiles[0].text;
 }
 
-/** The session log's text of a run, read over SSE from the start until the run ended. */
+/** The session log's text of a run, and how it ended. */
 async function runInLog(url, sid, runId) {
-  const response = await fetch(`${url}/api/sessions/${sid}/events?after=0`, { signal: AbortSignal.timeout(30_000) });
-  const events = [];
-  let buffer = '';
-  for await (const chunk of response.body) {
-    buffer += Buffer.from(chunk).toString('utf8');
-    const frames = buffer.split('\n\n');
-    buffer = frames.pop();
-    for (const f of frames) {
-      const data = f.split('\n').find((l) => l.startsWith('data: '));
-      if (data) events.push(JSON.parse(data.slice(6)));
-    }
-    if (events.some((e) => e.type === 'RUN_FINISHED' && e.runId === runId)) break;
-  }
-  await response.body.cancel().catch(() => {});
-  const ids = new Set(events.filter((e) => e.type === 'TEXT_MESSAGE_START' && e.role === 'assistant').map((e) => e.messageId));
-  let inRun = false;
-  let text = '';
-  for (const e of events) {
-    if (e.type === 'RUN_STARTED') inRun = e.runId === runId;
-    if (inRun && e.type === 'TEXT_MESSAGE_CONTENT' && ids.has(e.messageId)) text += e.delta;
-  }
-  return { text, outcome: events.find((e) => e.type === 'RUN_FINISHED' && e.runId === runId).outcome.type };
+  const events = await readSessionLog(url, sid, (all) => all.some((e) => e.type === 'RUN_FINISHED' && e.runId === runId));
+  return { text: runText(events, runId), outcome: events.find((e) => e.type === 'RUN_FINISHED' && e.runId === runId).outcome.type };
 }
 
 const answer = (page) => page.evaluate(() => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { AbstractChat, DefaultChatTransport, lastAssistantMessageIsCompleteWithToolCalls } from 'ai';
 import { Conversation } from '../../src/clients/typescript/dist/index.js';
-import { GATEWAY_URL, sessionId } from './lib.mjs';
+import { GATEWAY_URL, readSessionLog, runText, sessionId } from './lib.mjs';
 import { eventually, jwt, signingKey, sleep, startGateway, startRedis } from './processes.mjs';
 
 /** useChat's state, outside React: what @ai-sdk/react's Chat keeps, without the re-rendering. */
@@ -48,40 +48,9 @@ const lastAssistant = (c) => c.messages.findLast((m) => m.role === 'assistant');
 const textOf = (message) => (message?.parts ?? []).filter((p) => p.type === 'text').map((p) => p.text).join('');
 
 /** The session's log as a plain SSE watcher reads it (from the start, until `until` holds). */
-async function watch(url, sid, until, headers = {}) {
-  const response = await fetch(`${url}/api/sessions/${sid}/events?after=0`, { headers, signal: AbortSignal.timeout(30_000) });
-  assert.equal(response.status, 200);
-  const events = [];
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of response.body) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let end;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const frame = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = frame.split('\n').find((l) => l.startsWith('data: '));
-      if (data) events.push(JSON.parse(data.slice(6)));
-    }
-    if (until(events)) break;
-  }
-  await response.body.cancel().catch(() => {});
-  return events;
-}
+const watch = readSessionLog;
 
 const runEnded = (runId) => (events) => events.some((e) => (e.type === 'RUN_FINISHED' || e.type === 'RUN_ERROR') && e.runId === runId);
-
-/** The assistant text a run wrote, as the session log has it. */
-function runText(events, runId) {
-  const ids = new Set(events.filter((e) => e.type === 'TEXT_MESSAGE_START' && e.role === 'assistant').map((e) => e.messageId));
-  let inRun = false;
-  let text = '';
-  for (const e of events) {
-    if (e.type === 'RUN_STARTED') inRun = e.runId === runId;
-    if (inRun && e.type === 'TEXT_MESSAGE_CONTENT' && ids.has(e.messageId)) text += e.delta;
-  }
-  return text;
-}
 
 /** The raw chunks of a response: every `data:` payload, `[DONE]` included. */
 async function rawChunks(response) {

@@ -281,3 +281,29 @@ export async function readSse(body, onFrame = () => {}) {
   }
   return frames;
 }
+
+/** A session's log read over SSE from its start (`?after=0`) until `until(events)` holds; returns the events. */
+export async function readSessionLog(url, sid, until, headers = {}) {
+  const stop = new AbortController();
+  const response = await fetch(`${url}/api/sessions/${sid}/events?after=0`, { headers, signal: AbortSignal.any([stop.signal, AbortSignal.timeout(30_000)]) });
+  assert.equal(response.status, 200);
+  const events = [];
+  await readSse(response.body, (frame) => {
+    if (frame.data === undefined || stop.signal.aborted) return;
+    events.push(JSON.parse(frame.data));
+    if (until(events)) stop.abort();
+  }).catch((error) => { if (!stop.signal.aborted) throw error; });
+  return events;
+}
+
+/** The assistant text a run wrote, as the session log has it. */
+export function runText(events, runId) {
+  const ids = new Set(events.filter((e) => e.type === 'TEXT_MESSAGE_START' && e.role === 'assistant').map((e) => e.messageId));
+  let inRun = false;
+  let text = '';
+  for (const e of events) {
+    if (e.type === 'RUN_STARTED') inRun = e.runId === runId;
+    if (inRun && e.type === 'TEXT_MESSAGE_CONTENT' && ids.has(e.messageId)) text += e.delta;
+  }
+  return text;
+}

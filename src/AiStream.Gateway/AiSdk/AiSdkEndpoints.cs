@@ -34,38 +34,16 @@ internal static partial class AiSdkEndpoints
         HttpContext context, ISessionStore store, RunManager runs, CallerLimits limits, IOptions<SessionsOptions> sessionOptions, WatchTicker ticker, ILogger<ChatStreamLog> logger)
     {
         var cancellationToken = context.RequestAborted;
-        var (node, parseError) = await ClientJson.ReadAsync(context.Request, MaxRequestBytes, cancellationToken);
-        if (parseError is not null)
+        var (start, invalid) = await SessionsEndpoints.ReadRunStartAsync(context, MaxRequestBytes, "id", "The chat request {id, messages, trigger}", cancellationToken);
+        if (start is not { Body: var input, SessionId: var sessionId })
         {
-            return parseError.ToResult();
-        }
-
-        if (node is not JsonObject input)
-        {
-            return ApiError.BadRequest("The body must be a JSON object: {id, messages, trigger}.").ToResult();
-        }
-
-        if (input["id"] is not JsonValue idValue || idValue.GetValueKind() != JsonValueKind.String)
-        {
-            return ApiError.BadRequest("'id' (the chat id, which is the session id) must be a string.", "id").ToResult();
-        }
-
-        var sessionId = idValue.GetValue<string>();
-        if (SessionsEndpoints.CheckSessionId(sessionId) is { } idError)
-        {
-            return (idError with { Param = "id" }).ToResult();
+            return invalid!;
         }
 
         var trigger = input["trigger"] is JsonValue t && t.GetValueKind() == JsonValueKind.String ? t.GetValue<string>() : null;
         if (input["trigger"] is not null && trigger is not ("submit-message" or "regenerate-message"))
         {
             return ApiError.BadRequest("'trigger' must be \"submit-message\" or \"regenerate-message\".", "trigger").ToResult();
-        }
-
-        // Starting a run and streaming it back: write (which includes read).
-        if (SessionAccess.Require(context, sessionId, SessionRights.Write) is { } denied)
-        {
-            return denied;
         }
 
         // The gateway's own run fields (model, prompt and variables, agent, tools) travel beside the messages: the

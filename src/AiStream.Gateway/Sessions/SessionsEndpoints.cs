@@ -47,6 +47,39 @@ internal static partial class SessionsEndpoints
         }, null);
     }
 
+    /// <summary>
+    /// The start of an endpoint that starts a run from a JSON body naming its session (AG-UI's <c>threadId</c>, the AI
+    /// SDK's <c>id</c>): the body read within <paramref name="maxBytes"/>, a JSON object, a valid session id in
+    /// <paramref name="idField"/>, and the caller's right to write the session (starting a run and streaming it back).
+    /// </summary>
+    public static async Task<(RunStart? Start, IResult? Error)> ReadRunStartAsync(
+        HttpContext context, long maxBytes, string idField, string bodyName, CancellationToken cancellationToken)
+    {
+        var (node, parseError) = await ClientJson.ReadAsync(context.Request, maxBytes, cancellationToken);
+        if (parseError is not null)
+        {
+            return (null, parseError.ToResult());
+        }
+
+        if (node is not JsonObject body)
+        {
+            return (null, ApiError.BadRequest($"{bodyName} must be a JSON object.").ToResult());
+        }
+
+        if (body[idField] is not JsonValue id || id.GetValueKind() != JsonValueKind.String)
+        {
+            return (null, ApiError.BadRequest($"'{idField}' (the session id) must be a string.", idField).ToResult());
+        }
+
+        var sessionId = id.GetValue<string>();
+        if (CheckSessionId(sessionId) is { } idError)
+        {
+            return (null, (idError with { Param = idField }).ToResult());
+        }
+
+        return SessionAccess.Require(context, sessionId, SessionRights.Write) is { } denied ? (null, denied) : (new RunStart(body, sessionId), null);
+    }
+
     /// <summary>Session ids are path segments and Redis key parts: letters, digits and <c>._:-</c>, up to 128.</summary>
     public static ApiError? CheckSessionId(string? sessionId) =>
         sessionId is not null && SessionIdPattern().IsMatch(sessionId) ? null
@@ -229,3 +262,6 @@ internal static partial class SessionsEndpoints
     [GeneratedRegex(@"^[A-Za-z0-9._:-]{1,128}\z")]
     private static partial Regex SessionIdPattern();
 }
+
+/// <summary>A checked request to start a run: its JSON body and the session it names.</summary>
+internal readonly record struct RunStart(JsonObject Body, string SessionId);

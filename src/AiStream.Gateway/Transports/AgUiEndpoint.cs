@@ -25,32 +25,10 @@ internal static class AgUiEndpoint
     private static async Task<IResult> RunAsync(HttpContext context, ISessionStore store, RunManager runs, CallerLimits limits, IOptions<SessionsOptions> sessionOptions)
     {
         var cancellationToken = context.RequestAborted;
-        var (node, parseError) = await ClientJson.ReadAsync(context.Request, 4 * 1024 * 1024, cancellationToken);
-        if (parseError is not null)
+        var (start, invalid) = await SessionsEndpoints.ReadRunStartAsync(context, 4 * 1024 * 1024, "threadId", "RunAgentInput", cancellationToken);
+        if (start is not { Body: var input, SessionId: var sessionId })
         {
-            return parseError.ToResult();
-        }
-
-        if (node is not JsonObject input)
-        {
-            return ApiError.BadRequest("RunAgentInput must be a JSON object.").ToResult();
-        }
-
-        if (input["threadId"] is not JsonValue thread || thread.GetValueKind() != JsonValueKind.String)
-        {
-            return ApiError.BadRequest("'threadId' (the session id) must be a string.", "threadId").ToResult();
-        }
-
-        var sessionId = thread.GetValue<string>();
-        if (SessionsEndpoints.CheckSessionId(sessionId) is { } idError)
-        {
-            return idError.ToResult();
-        }
-
-        // Starting a run and streaming it back: write (which includes read).
-        if (SessionAccess.Require(context, sessionId, SessionRights.Write) is { } denied)
-        {
-            return denied;
+            return invalid!;
         }
 
         if (await limits.TryStartRunAsync(context, cancellationToken) is { } retry)

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { AbstractChat, DefaultChatTransport, lastAssistantMessageIsCompleteWithToolCalls } from 'ai';
 import { Conversation } from '../../src/clients/typescript/dist/index.js';
-import { GATEWAY_URL, readSessionLog, runText, sessionId } from './lib.mjs';
+import { GATEWAY_URL, readSessionLog, readSse, runText, sessionId } from './lib.mjs';
 import { eventually, jwt, signingKey, sleep, startGateway, startRedis } from './processes.mjs';
 
 /** useChat's state, outside React: what @ai-sdk/react's Chat keeps, without the re-rendering. */
@@ -49,6 +49,21 @@ const textOf = (message) => (message?.parts ?? []).filter((p) => p.type === 'tex
 
 /** The session's log as a plain SSE watcher reads it (from the start, until `until` holds). */
 const watch = readSessionLog;
+
+/** The conversation a late joiner is given: the messages of its catch-up's MESSAGES_SNAPSHOT. */
+async function conversationOf(url, sid) {
+  const stop = new AbortController();
+  const response = await fetch(`${url}/api/sessions/${sid}/events`, { signal: AbortSignal.any([stop.signal, AbortSignal.timeout(10_000)]) });
+  let messages;
+  await readSse(response.body, (frame) => {
+    const e = frame.data && !stop.signal.aborted ? JSON.parse(frame.data) : undefined;
+    if (e?.type === 'MESSAGES_SNAPSHOT') {
+      messages = e.messages;
+      stop.abort();
+    }
+  }).catch((error) => { if (!stop.signal.aborted) throw error; });
+  return messages;
+}
 
 const runEnded = (runId) => (events) => events.some((e) => (e.type === 'RUN_FINISHED' || e.type === 'RUN_ERROR') && e.runId === runId);
 
@@ -300,13 +315,7 @@ test('AI SDK: regenerate answers the question again, and the old answer leaves t
 
   // Everyone's view of the conversation: the question and the new answer only. A late joiner's snapshot says so,
   // and so does the TypeScript client's fold of the whole log.
-  const joined = await fetch(`${GATEWAY_URL}/api/sessions/${sid}/events`, { signal: AbortSignal.timeout(10_000) });
-  const reader = joined.body.getReader();
-  let head = '';
-  while (!head.includes('MESSAGES_SNAPSHOT')) head += new TextDecoder().decode((await reader.read()).value);
-  await reader.cancel();
-  const snapshot = JSON.parse(head.split('\n').find((l) => l.startsWith('data: ') && l.includes('MESSAGES_SNAPSHOT')).slice(6));
-  assert.deepEqual(snapshot.messages.map((m) => [m.role, m.content]), [['user', 'Name a colour.'], ['assistant', secondText]]);
+  assert.deepEqual((await conversationOf(GATEWAY_URL, sid)).map((m) => [m.role, m.content]), [['user', 'Name a colour.'], ['assistant', secondText]]);
   const folded = new Conversation();
   for (const e of events) folded.apply(e);
   assert.deepEqual(folded.visibleMessages().map((m) => [m.role, m.content]), [['user', 'Name a colour.'], ['assistant', secondText]]);
@@ -317,6 +326,19 @@ test('AI SDK: regenerate answers the question again, and the old answer leaves t
   const after = await watch(GATEWAY_URL, sid, runEnded(lastAssistant(c).id));
   const last = after.filter((e) => e.type === 'CUSTOM' && e.name === 'conversation.superseded').at(-1);
   assert.equal(last.value.messageIds.length, 1, 'only the answer to the last question left the conversation');
+
+  // Regenerating the first answer (the SDK sends the history up to it) takes out that answer, nothing said after it.
+  const firstQuestion = c.messages[0].id;
+  const raw = await fetch(`${GATEWAY_URL}/api/chat`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ id: sid, trigger: 'regenerate-message', messages: [userMessage(firstQuestion, 'Name a colour.')] }),
+  });
+  const rerun = (await rawChunks(raw))[0].messageId;
+  const final = await watch(GATEWAY_URL, sid, runEnded(rerun));
+  const roles = (await conversationOf(GATEWAY_URL, sid)).map((m) => [m.role, m.role === 'user' ? m.content : undefined]);
+  assert.deepEqual(roles, [['user', 'Name a colour.'], ['user', 'Another colour?'], ['assistant', undefined], ['assistant', undefined]],
+    'the first answer left; the second question and its answer stayed; the new answer came last');
+  assert.equal(final.filter((e) => e.type === 'CUSTOM' && e.name === 'conversation.superseded').at(-1).value.messageIds.length, 1);
 });
 
 test('AI SDK with Redis: a chat sent on one node resumes on another mid-stream, to the same text', { timeout: 60_000 }, async (t) => {

@@ -248,7 +248,7 @@ internal sealed partial class RunManager(
         return (runId, null);
     }
 
-    /// <summary>The ids of the messages after the user message a regenerate answers again.</summary>
+    /// <summary>The ids of the answer (the assistant and tool messages right after it) to the user message a regenerate repeats.</summary>
     private async Task<JsonArray> SupersededAsync(string sessionId, string? from, CancellationToken cancellationToken)
     {
         var conversation = await store.MessagesAsync(sessionId, cancellationToken).ConfigureAwait(false);
@@ -269,8 +269,10 @@ internal sealed partial class RunManager(
             }
         }
 
+        // Only the answer to that question: the assistant and tool messages right after it. What anyone said later
+        // stays (a writer replaces an answer; erasing a conversation takes an admin's MESSAGES_SNAPSHOT).
         var ids = new JsonArray();
-        for (var i = at + 1; i < conversation.Count && at >= 0; i++)
+        for (var i = at + 1; at >= 0 && i < conversation.Count && (conversation[i]["role"] as JsonValue)?.ToString() is "assistant" or "tool"; i++)
         {
             if (conversation[i]["id"] is JsonValue id && id.GetValueKind() == JsonValueKind.String)
             {

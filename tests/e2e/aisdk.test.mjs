@@ -400,6 +400,10 @@ test('AI SDK with authentication: the same JWT and per-session rights as every t
   const following = follower.resumeStream();
   assert.equal((await post(reader, `/api/chat/${sid}/stop`, {})).status, 403);
   assert.equal((await post(otherWriter, `/api/chat/${sid}/stop`, {})).status, 403);
+  // Nobody regenerates an answer still being written.
+  const early = await post(otherWriter, '/api/chat', { id: sid, trigger: 'regenerate-message', messages: [] });
+  assert.equal(early.status, 409);
+  assert.equal((await early.json()).error.code, 'run_in_progress');
   // Cat starts a run of its own beside Ada's: Cat's stop ends Cat's run only.
   const cats = chat(gateway.url, sid, { headers: { authorization: `Bearer ${otherWriter}` } });
   const catSending = cats.sendMessage({ text: 'Cat asks too.' });
@@ -411,6 +415,16 @@ test('AI SDK with authentication: the same JWT and per-session rights as every t
   assert.deepEqual([...c.errors, ...follower.errors], []);
   assert.equal(c.finished[0].finishReason, 'stop');
   assert.equal(textOf(lastAssistant(follower)), textOf(lastAssistant(c)));
+
+  // A writer regenerates the latest answer (Cat's question is the latest), not an earlier one: that is an admin's.
+  const adaFirst = c.messages[0];
+  const catQuestion = cats.messages[0];
+  const older = await post(writer, '/api/chat', { id: sid, trigger: 'regenerate-message', messages: [userMessage(adaFirst.id, 'Hello with a token.')] });
+  assert.equal(older.status, 409);
+  assert.equal((await older.json()).error.code, 'not_latest_question');
+  const latest = await post(writer, '/api/chat', { id: sid, trigger: 'regenerate-message', messages: [userMessage(catQuestion.id, 'Cat asks too.')] });
+  assert.equal(latest.status, 200);
+  assert.equal((await rawChunks(latest)).at(-2).type, 'finish');
 
   const unauthorized = chat(gateway.url, sid);
   await unauthorized.sendMessage({ text: 'No token.' });

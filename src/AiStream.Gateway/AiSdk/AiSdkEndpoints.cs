@@ -55,7 +55,7 @@ internal static partial class AiSdkEndpoints
         }
 
         var options = sessionOptions.Value;
-        var (messages, messagesError) = UiMessages.ToAgUi(input["messages"], await store.MessagesAsync(sessionId, cancellationToken), options.MaxEventBytes);
+        var (messages, messagesError) = UiMessages.ToAgUi(input["messages"], await store.MessagesAsync(sessionId, cancellationToken));
         if (messagesError is not null)
         {
             return messagesError.ToResult();
@@ -152,7 +152,8 @@ internal static partial class AiSdkEndpoints
             return denied;
         }
 
-        var active = (await store.InfoAsync(sessionId, context.RequestAborted)).ActiveRuns;
+        // The runs the gateway runs: a RUN_STARTED someone published is nothing to stop.
+        var active = (await store.InfoAsync(sessionId, context.RequestAborted)).GatewayRuns;
         var stopped = new List<RunCancelResult>();
         IResult? refused = null;
         foreach (var runId in active)

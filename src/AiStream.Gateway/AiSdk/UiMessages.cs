@@ -19,7 +19,7 @@ internal static class UiMessages
     public const int MaxMessages = 10_000;
 
     /// <summary>Converts the request's messages; <paramref name="conversation"/> is the session's, in AG-UI shape.</summary>
-    public static (JsonArray? Messages, ApiError? Error) ToAgUi(JsonNode? node, IReadOnlyList<JsonObject> conversation, int maxMessageBytes = int.MaxValue)
+    public static (JsonArray? Messages, ApiError? Error) ToAgUi(JsonNode? node, IReadOnlyList<JsonObject> conversation)
     {
         if (node is not JsonArray messages)
         {
@@ -71,11 +71,6 @@ internal static class UiMessages
             var role = Str(message, "role")!;
             var id = Str(message, "id");
             var text = string.Join("\n", parts.OfType<JsonObject>().Where(p => Str(p, "type") == "text").Select(p => Str(p, "text")).OfType<string>());
-            if (System.Text.Encoding.UTF8.GetByteCount(text) > maxMessageBytes)
-            {
-                // One message is one event in the log: bounded like every event anyone publishes.
-                return (null, new ApiError(StatusCodes.Status413PayloadTooLarge, $"{at} is longer than {maxMessageBytes} bytes (AiStream:Sessions:MaxEventBytes).", "invalid_request_error", "message_too_large", at));
-            }
             if (role != "assistant" || seed)
             {
                 if (text.Length > 0)
@@ -105,11 +100,6 @@ internal static class UiMessages
                     ? "Error: " + (Str(part, "errorText") ?? "the tool failed")
                     : part["output"] is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>()
                     : part["output"]?.ToJsonString() ?? "null";
-                if (System.Text.Encoding.UTF8.GetByteCount(content) > maxMessageBytes)
-                {
-                    return (null, new ApiError(StatusCodes.Status413PayloadTooLarge, $"{at}: the output of tool call '{callId}' is longer than {maxMessageBytes} bytes (AiStream:Sessions:MaxEventBytes).", "invalid_request_error", "message_too_large", at));
-                }
-
                 answered.Add(callId);
                 // The id is the call's, so the same result sent again is recognised and not added twice.
                 result.Add(new JsonObject { ["id"] = "result_" + callId, ["role"] = "tool", ["toolCallId"] = callId, ["content"] = content });

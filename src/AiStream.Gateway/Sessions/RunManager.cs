@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using AiStream.Gateway.Api;
@@ -145,6 +146,13 @@ internal sealed partial class RunManager(
                     continue; // already in the conversation (AG-UI clients resend the whole history)
                 }
 
+                if (Encoding.UTF8.GetByteCount(text) > options.Value.MaxEventBytes)
+                {
+                    // A new message is one event in the log: bounded like every event anyone publishes.
+                    return (null, new ApiError(StatusCodes.Status413PayloadTooLarge, $"messages[{i}] is longer than {options.Value.MaxEventBytes} bytes (AiStream:Sessions:MaxEventBytes).",
+                        "invalid_request_error", "message_too_large", $"messages[{i}]"));
+                }
+
                 if (role.GetValue<string>() == "tool")
                 {
                     var toolCallId = (message["toolCallId"] as JsonValue)?.ToString() ?? string.Empty;
@@ -159,9 +167,18 @@ internal sealed partial class RunManager(
             }
         }
 
-        if (request.Regenerate && await SupersededAsync(sessionId, request.RegenerateFrom, cancellationToken).ConfigureAwait(false) is { Count: > 0 } superseded)
+        if (request.Regenerate)
         {
-            userEvents.Add(AgUi.Event(AgUi.Custom, ("name", SessionProjection.Superseded), ("value", new JsonObject { ["messageIds"] = superseded })));
+            var (superseded, regenerateError) = await SupersededAsync(sessionId, request.RegenerateFrom, request.Caller, cancellationToken).ConfigureAwait(false);
+            if (regenerateError is not null)
+            {
+                return (null, regenerateError);
+            }
+
+            if (superseded!.Count > 0)
+            {
+                userEvents.Add(AgUi.Event(AgUi.Custom, ("name", SessionProjection.Superseded), ("value", new JsonObject { ["messageIds"] = superseded })));
+            }
         }
 
         if (rendered is not null)
@@ -248,39 +265,57 @@ internal sealed partial class RunManager(
         return (runId, null);
     }
 
-    /// <summary>The ids of the answer (the assistant and tool messages right after it) to the user message a regenerate repeats.</summary>
-    private async Task<JsonArray> SupersededAsync(string sessionId, string? from, CancellationToken cancellationToken)
+    /// <summary>
+    /// The ids of the answer (the assistant and tool messages right after it) to the user message a regenerate repeats:
+    /// <paramref name="from"/>, or the conversation's last user message. Refused while a run is in progress in the
+    /// session (its answer is not finished), and, for anyone but an admin, for any question but the latest: a writer
+    /// replaces the latest answer; rewriting history is an admin's (as a MESSAGES_SNAPSHOT is).
+    /// </summary>
+    private async Task<(JsonArray? Ids, ApiError? Error)> SupersededAsync(string sessionId, string? from, Security.CallerGrants? caller, CancellationToken cancellationToken)
     {
+        if ((await store.InfoAsync(sessionId, cancellationToken).ConfigureAwait(false)).GatewayRuns.Count > 0)
+        {
+            return (null, new ApiError(StatusCodes.Status409Conflict, "A run is in progress in this session: stop it or wait for it to end before regenerating.",
+                "invalid_request_error", "run_in_progress"));
+        }
+
         var conversation = await store.MessagesAsync(sessionId, cancellationToken).ConfigureAwait(false);
-        var at = -1;
-        for (var i = conversation.Count - 1; i >= 0 && at < 0; i--)
+        static string? Field(JsonObject message, string name) =>
+            message[name] is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>() : null;
+        var latest = conversation.Count - 1;
+        while (latest >= 0 && Field(conversation[latest], "role") != "user")
         {
-            if (from is not null && (conversation[i]["id"] as JsonValue)?.ToString() == from)
-            {
-                at = i;
-            }
+            latest--;
         }
 
-        for (var i = conversation.Count - 1; i >= 0 && at < 0; i--)
+        var at = latest;
+        if (from is not null && latest >= 0 && Field(conversation[latest], "id") != from)
         {
-            if ((conversation[i]["role"] as JsonValue)?.ToString() == "user")
+            var earlier = latest - 1;
+            while (earlier >= 0 && !(Field(conversation[earlier], "role") == "user" && Field(conversation[earlier], "id") == from))
             {
-                at = i;
+                earlier--;
             }
+
+            if (earlier >= 0 && caller?.RightsFor(sessionId).HasFlag(Security.SessionRights.Admin) != true && caller is not null)
+            {
+                return (null, new ApiError(StatusCodes.Status409Conflict, "Only the answer to the conversation's latest question can be regenerated (earlier ones take the session's admin right).",
+                    "invalid_request_error", "not_latest_question"));
+            }
+
+            at = earlier >= 0 ? earlier : latest;
         }
 
-        // Only the answer to that question: the assistant and tool messages right after it. What anyone said later
-        // stays (a writer replaces an answer; erasing a conversation takes an admin's MESSAGES_SNAPSHOT).
         var ids = new JsonArray();
-        for (var i = at + 1; at >= 0 && i < conversation.Count && (conversation[i]["role"] as JsonValue)?.ToString() is "assistant" or "tool"; i++)
+        for (var i = at + 1; at >= 0 && i < conversation.Count && Field(conversation[i], "role") is "assistant" or "tool"; i++)
         {
-            if (conversation[i]["id"] is JsonValue id && id.GetValueKind() == JsonValueKind.String)
+            if (Field(conversation[i], "id") is { } id)
             {
-                ids.Add(id.GetValue<string>());
+                ids.Add(id);
             }
         }
 
-        return ids;
+        return (ids, null);
     }
 
     /// <summary>Who started a run of this session (on whichever node runs it); null when unknown or anonymous.</summary>

@@ -246,4 +246,12 @@ internal sealed record SessionInfo(
     [property: JsonPropertyName("headSeq")] long HeadSeq,
     [property: JsonPropertyName("firstSeq")] long FirstSeq,
     [property: JsonPropertyName("watchers")] int Watchers,
-    [property: JsonPropertyName("activeRuns")] IReadOnlyList<string> ActiveRuns);
+    [property: JsonPropertyName("activeRuns")] IReadOnlyList<string> ActiveRuns)
+{
+    /// <summary>
+    /// Of <see cref="ActiveRuns"/>, those the gateway runs, oldest first (the rest were published by clients: nothing
+    /// to stop). Not part of the answer.
+    /// </summary>
+    [JsonIgnore]
+    public IReadOnlyList<string> GatewayRuns { get; init; } = [];
+}

@@ -422,7 +422,7 @@ internal sealed class SessionLog(SessionsOptions options, TimeProvider time, int
         lock (_lock)
         {
             return new SessionInfo(sessionId, _head, _events.First?.Value.Seq ?? _head + 1,
-                _subscribers.Count(s => !s.IsClosed), _projection.ActiveRuns.ToList());
+                _subscribers.Count(s => !s.IsClosed), _projection.ActiveRuns.ToList()) { GatewayRuns = _projection.OwnRuns };
         }
     }
 

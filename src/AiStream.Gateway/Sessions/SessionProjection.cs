@@ -16,6 +16,9 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     /// </summary>
     public const string Superseded = "conversation.superseded";
 
+    /// <summary>Most superseded message ids remembered (and carried by checkpoints).</summary>
+    private const int MaxSuperseded = 1_000;
+
     /// <summary>Most messages and tool calls in progress at once; starts past it are not summarised.</summary>
     private const int MaxOpen = 1_000;
 
@@ -32,6 +35,9 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     private readonly Dictionary<string, string> _activeRuns = new(StringComparer.Ordinal); // runId -> threadId
     // Active runs the gateway runs (their events are stored under their run id), in the order they started.
     private readonly Dictionary<string, long> _ownRuns = new(StringComparer.Ordinal);
+    // Ids of superseded messages, newest MaxSuperseded, so a client sending them back does not add them again.
+    private readonly HashSet<string> _superseded = new(StringComparer.Ordinal);
+    private readonly Queue<string> _supersededOrder = new();
     private long _runsStarted;
     private readonly Dictionary<string, List<RunStep>> _steps = new(StringComparer.Ordinal); // runId -> its steps so far
     private readonly Dictionary<string, JsonObject> _presence = new(StringComparer.Ordinal);
@@ -53,32 +59,42 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     /// </summary>
     public string? NewestOwnRun() => _ownRuns.Count == 0 ? null : _ownRuns.MaxBy(r => r.Value).Key;
 
+    /// <summary>The runs in progress that the gateway runs, oldest first.</summary>
+    public IReadOnlyList<string> OwnRuns => [.. _ownRuns.OrderBy(r => r.Value).Select(r => r.Key)];
+
     public IReadOnlyList<string> OpenMessageIds(string runId) => _openMessages.Values.Where(m => m.RunId == runId).Select(m => m.Id).ToList();
 
-    public bool HasMessage(string id) => _messagesById.ContainsKey(id) || _openMessages.ContainsKey(id);
+    public bool HasMessage(string id) => _messagesById.ContainsKey(id) || _openMessages.ContainsKey(id) || _superseded.Contains(id);
 
     public void Apply(string type, JsonObject e, string? runId)
     {
         switch (type)
         {
             case AgUi.RunStarted:
-                _activeRuns[Str(e, "runId")!] = Str(e, "threadId") ?? string.Empty;
-                if (runId is not null && runId == Str(e, "runId"))
+                var startedRun = Str(e, "runId")!;
+                if (runId is not null && runId == startedRun)
                 {
                     _ownRuns[runId] = ++_runsStarted;
                 }
+                else if (_activeRuns.Count >= MaxOpen && !_activeRuns.ContainsKey(startedRun))
+                {
+                    break; // published starts are summarised up to a bound, like open messages
+                }
 
+                _activeRuns[startedRun] = Str(e, "threadId") ?? string.Empty;
                 break;
-            case AgUi.RunFinished:
-                _activeRuns.Remove(Str(e, "runId") ?? string.Empty);
-                _ownRuns.Remove(Str(e, "runId") ?? string.Empty);
-                _steps.Remove(Str(e, "runId") ?? string.Empty);
-                break;
-            case AgUi.RunError:
-                // RUN_ERROR names no run in AG-UI; the gateway knows which run wrote it.
-                _activeRuns.Remove(Str(e, "runId") ?? runId ?? string.Empty);
-                _ownRuns.Remove(Str(e, "runId") ?? runId ?? string.Empty);
-                _steps.Remove(Str(e, "runId") ?? runId ?? string.Empty);
+            case AgUi.RunFinished or AgUi.RunError when (type == AgUi.RunFinished ? Str(e, "runId") : Str(e, "runId") ?? runId) is { } endedRun:
+                // A run the gateway runs ends only with an end stored under its own id: a client publishing its end
+                // does not end it (nor hide it from stop and resume). RUN_ERROR names no run in AG-UI; the gateway
+                // knows which run wrote it.
+                if (_ownRuns.ContainsKey(endedRun) && runId != endedRun)
+                {
+                    break;
+                }
+
+                _activeRuns.Remove(endedRun);
+                _ownRuns.Remove(endedRun);
+                _steps.Remove(endedRun);
                 break;
             case AgUi.StepStarted when StepRun(runId) is { } stepRun:
                 var steps = _steps.TryGetValue(stepRun, out var list) ? list : _steps[stepRun] = [];
@@ -177,13 +193,22 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
                 break;
             case AgUi.Custom when Str(e, "name") == Superseded && e["value"] is JsonObject { } superseded
                 && superseded["messageIds"] is JsonArray supersededIds:
-                // A regenerated answer replaces these: they leave the conversation (their ids stay known, so a client
-                // sending them back does not add them again).
-                foreach (var supersededId in supersededIds.OfType<JsonValue>().Where(v => v.GetValueKind() == JsonValueKind.String))
+                // A regenerated answer replaces these: they leave the conversation, and their ids are remembered (a
+                // bounded number), so a client sending them back does not add them again.
+                foreach (var supersededId in supersededIds.OfType<JsonValue>().Where(v => v.GetValueKind() == JsonValueKind.String).Select(v => v.GetValue<string>()))
                 {
-                    if (_messagesById.TryGetValue(supersededId.GetValue<string>(), out var gone) && _messages.Remove(gone))
+                    if (_messagesById.Remove(supersededId, out var gone) && _messages.Remove(gone))
                     {
                         _messageChars = Math.Max(0, _messageChars - gone.ToJsonString().Length);
+                    }
+
+                    if (_superseded.Add(supersededId))
+                    {
+                        _supersededOrder.Enqueue(supersededId);
+                        if (_supersededOrder.Count > MaxSuperseded)
+                        {
+                            _superseded.Remove(_supersededOrder.Dequeue());
+                        }
                     }
                 }
 
@@ -289,6 +314,12 @@ internal sealed class SessionProjection(StateLimits limits, int maxMessages = in
     public IEnumerable<(JsonObject Body, string? RunId)> Snapshot(int presenceCap)
     {
         yield return (AgUi.Event(AgUi.MessagesSnapshot, ("messages", new JsonArray(_messages.Select(m => (JsonNode)m.DeepClone()).ToArray()))), null);
+        if (_superseded.Count > 0)
+        {
+            // Which ids were taken out, so a checkpoint restores them (a joiner's fold finds none of them: no change).
+            yield return (AgUi.Event(AgUi.Custom, ("name", Superseded), ("value", new JsonObject { ["messageIds"] = new JsonArray([.. _supersededOrder.Select(id => (JsonNode)id)]) })), null);
+        }
+
         yield return (AgUi.Event(AgUi.StateSnapshot, ("snapshot", _state?.DeepClone() ?? new JsonObject())), null);
         var presence = new JsonObject
         {

@@ -87,6 +87,36 @@ public sealed class ActiveRunSubscribeTests
     }
 
     [Fact]
+    public void APublishedEndOfTheGatewaysRun_DoesNotEndIt_ItsOwnEndDoes()
+    {
+        var log = new SessionLog(new SessionsOptions(), _time);
+        log.Append([Started("r1")], "r1", null);
+        log.Append([Finished("r1")], null, null); // someone with write publishes the run's end
+
+        Assert.Equal(["r1"], log.Info("s").GatewayRuns);
+        Assert.Equal("r1", log.Subscribe(null, new Subscriber(1_000, 4_096) { FollowsActiveRun = true }).Run);
+
+        log.Append([Finished("r1")], "r1", null);
+        Assert.Empty(log.Info("s").GatewayRuns);
+        Assert.Empty(log.Info("s").ActiveRuns);
+    }
+
+    [Fact]
+    public void PublishedStarts_AreSummarisedUpToABound_TheGatewaysRunsAlways()
+    {
+        var log = new SessionLog(new SessionsOptions(), _time);
+        for (var i = 0; i < 1_200; i++)
+        {
+            log.Append([Started("fake" + i)], null, null);
+        }
+
+        log.Append([Started("mine")], "mine", null);
+
+        Assert.Equal(1_001, log.Info("s").ActiveRuns.Count);
+        Assert.Equal(["mine"], log.Info("s").GatewayRuns);
+    }
+
+    [Fact]
     public void NoRunInProgress_RegistersNothing()
     {
         var log = new SessionLog(new SessionsOptions(), _time);

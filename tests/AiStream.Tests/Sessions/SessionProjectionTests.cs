@@ -54,8 +54,20 @@ public sealed class SessionProjectionTests
 
         Assert.Equal(["u1", "a1", "u2"], p.Messages.Select(m => m["id"]!.GetValue<string>()));
         Assert.True(p.HasMessage("a2"), "a client sending the old answer back does not add it again");
+        var snapshot = Snapshot(p);
         Assert.Equal("""[{"id":"u1","role":"user","content":"u1 text"},{"id":"a1","role":"assistant","content":"a1 text"},{"id":"u2","role":"user","content":"u2 text"}]""",
-            Snapshot(p)[0]["messages"]!.ToJsonString());
+            snapshot[0]["messages"]!.ToJsonString());
+
+        // A checkpoint carries the superseded ids: a projection restored from it still refuses them.
+        Assert.Equal("""{"type":"CUSTOM","name":"conversation.superseded","value":{"messageIds":["a2","nope"]}}""", snapshot[1].ToJsonString());
+        var restored = new SessionProjection(StateLimits.None);
+        foreach (var e in snapshot)
+        {
+            restored.Apply(e["type"]!.GetValue<string>(), e, null);
+        }
+
+        Assert.True(restored.HasMessage("a2"));
+        Assert.Equal(3, restored.Messages.Count);
     }
 
     [Fact]

@@ -360,6 +360,23 @@ test('AI SDK with Redis: a chat sent on one node resumes on another mid-stream, 
   assert.equal(lastAssistant(onB).id, lastAssistant(onA).id);
 });
 
+test('AI SDK: while the model thinks, keep-alive comments hold the stream open; the SDK reads through them', { timeout: 30_000 }, async (t) => {
+  const gateway = await startGateway({ AiStream__Transports__SseHeartbeatSeconds: '0.3', AiStream__Providers__sim__TimeToFirstTokenMs: '1500' });
+  t.after(() => gateway.kill());
+  const sid = sessionId('aisdk-keepalive');
+  const response = await fetch(`${gateway.url}/api/chat`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: sid, messages: [userMessage('k1', 'Hi')] }),
+  });
+  const text = await response.text();
+  const beforeFirstText = text.slice(0, text.indexOf('"text-delta"'));
+  assert.ok((beforeFirstText.match(/^: heartbeat$/gm) ?? []).length >= 2, `comments before the first token:\n${beforeFirstText}`);
+  // And the SDK's own chat, against the same slow start, ends with the whole answer.
+  const c = chat(gateway.url, sessionId('aisdk-keepalive-chat'));
+  await c.sendMessage({ text: 'Hi' });
+  assert.deepEqual(c.errors, []);
+  assert.ok(textOf(lastAssistant(c)).length > 20);
+});
+
 test('AI SDK: a gateway stopping mid-answer ends the stream with an error the chat shows, not a user\'s stop', { timeout: 60_000 }, async (t) => {
   const gateway = await startGateway({ AiStream__Providers__sim__TokensPerSecond: '20' });
   t.after(() => gateway.kill());

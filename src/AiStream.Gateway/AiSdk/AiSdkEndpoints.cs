@@ -190,7 +190,6 @@ internal static partial class AiSdkEndpoints
         var response = context.Response;
         response.ContentType = "text/event-stream";
         response.Headers.CacheControl = "no-cache";
-        response.Headers.Connection = "keep-alive";
         response.Headers["x-vercel-ai-ui-message-stream"] = "v1";
         response.Headers["X-Accel-Buffering"] = "no";
         context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();

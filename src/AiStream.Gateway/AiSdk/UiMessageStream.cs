@@ -106,9 +106,13 @@ internal sealed class UiMessageStream : IDisposable
                 break;
             case AgUi.ToolCallArgs when Str(body, "toolCallId") is { } id && _toolCalls.TryGetValue(id, out var call):
                 var delta = Str(body, "delta") ?? string.Empty;
-                if (call.Arguments.Length + delta.Length <= MaxArgumentChars)
+                if (!call.Cut && call.Arguments.Length + delta.Length <= MaxArgumentChars)
                 {
                     call.Arguments.Append(delta);
+                }
+                else
+                {
+                    call.Cut = true; // nothing after a piece that did not fit, so the input is a prefix of what was sent
                 }
 
                 Chunk(writer, "tool-input-delta", ("toolCallId", id), ("inputTextDelta", delta));
@@ -376,5 +380,7 @@ internal sealed class UiMessageStream : IDisposable
         public bool InputAvailable { get; set; }
 
         public bool Answered { get; set; }
+
+        public bool Cut { get; set; }
     }
 }

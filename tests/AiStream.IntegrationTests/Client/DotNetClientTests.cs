@@ -98,7 +98,9 @@ public sealed class DotNetClientTests
             }
         });
 
-        await foreach (var e in client.WatchAsync(session, cancellationToken: stop.Token))
+        // From the log's start: the publisher may get its first tick in before the watch connects (a catch-up
+        // snapshot does not repeat CUSTOM events, and the watch would then wait for a tick that never comes).
+        await foreach (var e in client.WatchAsync(session, new WatchOptions { After = 0 }, stop.Token))
         {
             if (e.Name == "tick")
             {

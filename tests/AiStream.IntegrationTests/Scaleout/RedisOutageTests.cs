@@ -58,9 +58,13 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
 
         try
         {
+            // B, which ran the run, delivered its buffered words to its watchers at its own positions; it finds out
+            // whether they match the shared log when its flush meets the other writes, which may be after the run's end.
+            // Until then its run end is not comparable: wait for B to settle, with the end at A's position or a gap notice.
+            await onB.WaitForCountAsync(e => e.IsGap || (e.IsRunEnd && e.Seq == endOnA.Seq), 1, "B's copy to match the shared log or to be reset", TimeSpan.FromSeconds(20));
             Assert.Equal("RUN_FINISHED", endOnA.Type);
             Assert.Equal("success", endOnA.OutcomeType);
-            Assert.Equal(endOnA.Json, endOnB.Json);
+            Assert.Equal("success", endOnB.OutcomeType);
             Assert.Single(onA.Events, e => e.IsRunEnd);
             Assert.Single(onB.Events, e => e.IsRunEnd);
             foreach (var watcher in new[] { onA, onB })
@@ -85,6 +89,7 @@ public sealed class RedisOutageTests(ITestOutputHelper output)
             output.WriteLine(gapOnB is null ? "B: no gap notice" : "B: " + gapOnB);
             if (gapOnB is null)
             {
+                Assert.Equal(endOnA.Json, endOnB.Json);
                 Assert.Equal(expected, RunText(onB.Events, runId));
                 Assert.Equal(expected, await NewcomerTextAsync(b, session));
                 var from = Math.Max(onA.SnapshotHead!.Value, onB.SnapshotHead!.Value);

@@ -30,8 +30,8 @@ internal sealed record RunRequest(JsonNode? Messages, string? Model, string? Pro
     public string? FallbackBudgetKey { get; init; }
 
     /// <summary>
-    /// Answer a user message again (the AI SDK's <c>regenerate</c>): the messages after it leave the conversation (a
-    /// <c>conversation.superseded</c> event; the log keeps them), so neither this run's model nor a later one sees them.
+    /// Answer a user message again (the AI SDK's <c>regenerate</c>): its answer leaves the conversation (a
+    /// <c>conversation.superseded</c> event; the log keeps it), so neither this run's model nor a later one sees it.
     /// </summary>
     public bool Regenerate { get; init; }
 
@@ -464,7 +464,6 @@ internal sealed partial class RunManager(
 
         /// <summary>The agent it runs, with its tools and step limit; null for a plain run.</summary>
         public RunAgent? Agent { get; init; }
-
 
         /// <summary>Who started it, so each later model turn of an agent is held against the same budget.</summary>
         public Security.CallerGrants? Caller { get; init; }

@@ -119,6 +119,12 @@ internal static partial class AiSdkEndpoints
             return denied;
         }
 
+        // Reads never create a session: a made-up id, or a session with nothing running, is answered from its info.
+        if ((await store.InfoAsync(sessionId, context.RequestAborted)).GatewayRuns.Count == 0)
+        {
+            return Results.NoContent();
+        }
+
         var options = sessionOptions.Value;
         var subscriber = new Subscriber(options.CoalesceThreshold, options.SubscriberHardLimit) { FollowsActiveRun = true };
         var first = await store.SubscribeAsync(sessionId, null, subscriber, context.RequestAborted);
@@ -126,7 +132,7 @@ internal static partial class AiSdkEndpoints
         {
             if (first.Run is null)
             {
-                // No run in progress: what useChat's resume expects when there is nothing to resume.
+                // The run ended meanwhile. Nothing in progress is what useChat's resume expects 204 for.
                 return Results.NoContent();
             }
 

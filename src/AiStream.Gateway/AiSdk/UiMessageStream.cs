@@ -58,6 +58,14 @@ internal sealed class UiMessageStream : IDisposable
             return true;
         }
 
+        if (_started && e.Type == AgUi.TextMessageContent && e.MessageId is { } textId)
+        {
+            // The event of every token: its message and text are on the event already, so it is not parsed again.
+            OpenText(writer, textId);
+            Chunk(writer, "text-delta", ("id", textId), ("delta", e.Delta ?? string.Empty));
+            return false;
+        }
+
         using var document = JsonDocument.Parse(e.Json);
         var body = document.RootElement;
         if (!_started && e.Type != AgUi.RunStarted)
@@ -85,6 +93,7 @@ internal sealed class UiMessageStream : IDisposable
                 OpenText(writer, id);
                 break;
             case AgUi.TextMessageContent when Str(body, "messageId") is { } id:
+                // Only before the start (a resume from the snapshot); after it, the path above.
                 OpenText(writer, id);
                 Chunk(writer, "text-delta", ("id", id), ("delta", Str(body, "delta") ?? string.Empty));
                 break;

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using AiStream.Gateway.Api;
@@ -74,7 +75,11 @@ internal static class AgUiEndpoint
             using var registration = cancellationToken.Register(static s => ((Subscriber)s!).Close(), subscriber);
             var writer = response.BodyWriter;
             var finished = false;
-            await SessionEventStream.WriteAsync(writer, [], subscriber, AgUiStrict, e => finished = e.Type is AgUi.RunFinished or AgUi.RunError, cancellationToken);
+            await SessionEventStream.WriteAsync(writer, [], subscriber, (w, e) =>
+            {
+                w.Write(AgUiStrict(e).SseFrame);
+                return finished = e.Type is AgUi.RunFinished or AgUi.RunError;
+            }, cancellationToken);
 
             if (!finished && subscriber.CloseReason is { } reason && !cancellationToken.IsCancellationRequested)
             {

@@ -14,23 +14,11 @@ namespace AiStream.Gateway.Transports;
 /// </summary>
 internal static class SessionEventStream
 {
-    public static Task WriteAsync(
-        PipeWriter writer,
-        IReadOnlyList<SessionEvent> first,
-        Subscriber subscriber,
-        Func<SessionEvent, SessionEvent>? project,
-        Func<SessionEvent, bool>? isLast,
-        CancellationToken cancellationToken) =>
-        WriteAsync(writer, first, subscriber, (w, e) =>
-        {
-            w.Write((project?.Invoke(e) ?? e).SseFrame);
-            return isLast?.Invoke(e) == true;
-        }, cancellationToken);
-
     /// <summary>
     /// Writes <paramref name="first"/> and then the subscriber's events with <paramref name="write"/> (which frames an
     /// event its own way, and answers true for the last one), flushing once per drained batch, with heartbeat comments
-    /// while idle. Returns after the last event, or when the subscriber or the response is closed.
+    /// while idle. Returns after the last event, or when the subscriber or the response is closed. For a stream of its
+    /// own framing (AG-UI, the AI SDK); the SSE watch writes the shared frames with <see cref="WriteBatch"/>.
     /// </summary>
     public static async Task WriteAsync(
         PipeWriter writer,
@@ -66,11 +54,7 @@ internal static class SessionEventStream
                 return;
             }
 
-            if (drained.Value.Heartbeat && batch.Count == 0)
-            {
-                SessionFrames.WriteComment(writer, "heartbeat");
-            }
-
+            WriteHeartbeat(writer, batch, drained.Value.Heartbeat);
             var last = false;
             foreach (var e in batch)
             {
@@ -91,37 +75,34 @@ internal static class SessionEventStream
     }
 
     /// <summary>Writes <paramref name="events"/> (catch-up events) without flushing.</summary>
-    public static void WriteAll(PipeWriter writer, IReadOnlyList<SessionEvent> events, Func<SessionEvent, SessionEvent>? project = null)
+    public static void WriteAll(PipeWriter writer, IReadOnlyList<SessionEvent> events)
     {
         foreach (var e in events)
         {
-            writer.Write((project?.Invoke(e) ?? e).SseFrame);
+            writer.Write(e.SseFrame);
         }
     }
 
     /// <summary>
-    /// Writes a drained batch, or a heartbeat comment when one is due and the batch is empty, without flushing, and
-    /// clears the batch. True when an event <paramref name="isLast"/> accepts was written (what follows it is not).
+    /// Writes a drained batch as the shared SSE frames, or a heartbeat comment when one is due and the batch is empty,
+    /// without flushing, and clears the batch.
     /// </summary>
-    public static bool WriteBatch(PipeWriter writer, List<SessionEvent> batch, bool heartbeat, Func<SessionEvent, SessionEvent>? project = null, Func<SessionEvent, bool>? isLast = null)
+    public static void WriteBatch(PipeWriter writer, List<SessionEvent> batch, bool heartbeat)
+    {
+        WriteHeartbeat(writer, batch, heartbeat);
+        foreach (var e in batch)
+        {
+            writer.Write(e.SseFrame);
+        }
+
+        batch.Clear();
+    }
+
+    private static void WriteHeartbeat(PipeWriter writer, List<SessionEvent> batch, bool heartbeat)
     {
         if (heartbeat && batch.Count == 0)
         {
             SessionFrames.WriteComment(writer, "heartbeat");
         }
-
-        var last = false;
-        foreach (var e in batch)
-        {
-            writer.Write((project?.Invoke(e) ?? e).SseFrame);
-            if (isLast?.Invoke(e) == true)
-            {
-                last = true;
-                break;
-            }
-        }
-
-        batch.Clear();
-        return last;
     }
 }

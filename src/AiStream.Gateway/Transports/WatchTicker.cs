@@ -51,34 +51,19 @@ internal sealed class WatchTicker : IDisposable
     public Entry Add(Subscriber? subscriber, string sessionId, string memberId, string connectionId)
     {
         var now = _time.GetTimestamp();
-        var entry = new Entry(subscriber, sessionId, memberId, connectionId)
+        return Register(new Entry(subscriber, sessionId, memberId, connectionId)
         {
             NextHeartbeat = now + _heartbeatEvery,
             NextRenewal = now + _renewEvery,
-        };
-        lock (_lock)
-        {
-            _entries.Add(entry);
-        }
-
-        return entry;
+        });
     }
 
     /// <summary>Heartbeats only, for a stream that is not a presence connection (an AI SDK chat stream).</summary>
-    public Entry AddHeartbeats(Subscriber subscriber)
+    public Entry AddHeartbeats(Subscriber subscriber) => Register(new Entry(subscriber, string.Empty, string.Empty, string.Empty)
     {
-        var entry = new Entry(subscriber, string.Empty, string.Empty, string.Empty)
-        {
-            NextHeartbeat = _time.GetTimestamp() + _heartbeatEvery,
-            NextRenewal = long.MaxValue,
-        };
-        lock (_lock)
-        {
-            _entries.Add(entry);
-        }
-
-        return entry;
-    }
+        NextHeartbeat = _time.GetTimestamp() + _heartbeatEvery,
+        NextRenewal = long.MaxValue,
+    });
 
     /// <summary>Stops serving a watch; safe to call more than once.</summary>
     public void Remove(Entry entry)
@@ -163,6 +148,16 @@ internal sealed class WatchTicker : IDisposable
             _renewals.Clear();
             Volatile.Write(ref _ticking, 0);
         }
+    }
+
+    private Entry Register(Entry entry)
+    {
+        lock (_lock)
+        {
+            _entries.Add(entry);
+        }
+
+        return entry;
     }
 
     private long ToTimestamp(TimeSpan interval) => (long)(interval.TotalSeconds * _time.TimestampFrequency);

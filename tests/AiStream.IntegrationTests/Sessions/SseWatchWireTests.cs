@@ -90,6 +90,10 @@ public sealed class SseWatchWireTests
             var info = await InfoAsync(http, NewSessionId());
             Assert.Equal(0, info["headSeq"]!.GetValue<long>());
             Assert.Empty(ActiveRuns(info));
+            // The AI SDK's resume and stop of a chat nobody started: nothing to resume or stop, and nothing created.
+            using var resume = await http.GetAsync($"api/chat/{NewSessionId()}/stream");
+            using var stop = await http.PostAsync($"api/chat/{NewSessionId()}/stop", null);
+            Assert.Equal([204, 204], [(int)resume.StatusCode, (int)stop.StatusCode]);
         }
 
         Assert.Equal(before, store.SessionCount);
